@@ -1,0 +1,49 @@
+# One entry point for the whole monorepo. `make help` lists every target.
+# Each paper adds its own targets in mk/<subproject>.mk (included below).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The CPU wheel is what this project is tested on; pass TORCH_SPEC='torch==X+cuYYY' (or a
+# wheel path) for a GPU machine.
+TORCH_SPEC ?= torch==2.13.0
+TEST_JOBS ?= 2
+STAMP := $(VENV)/.installed
+INSTALL_INPUTS := pyproject.toml requirements-test.txt $(wildcard */requirements.txt)
+# Subproject .mk files append their demo target here.
+DEMO_TARGETS :=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test demo bench clean
+
+help: ## List every target with one line each
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-32s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(STAMP) ## Create .venv and install the project (editable, all extras) and its test tools
+
+$(STAMP): $(INSTALL_INPUTS)
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is required, found " + sys.version.split()[0])'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH_SPEC)"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[all,test]"
+	@touch $(STAMP)
+
+test: install ## Run the whole test suite (what CI runs)
+	$(PY) -m pytest -n $(TEST_JOBS) tests
+
+demo: install ## Run every paper's pipeline on embedded synthetic data; reports go to runs/demo/
+	@if [ -z "$(strip $(DEMO_TARGETS))" ]; then \
+		echo "No subproject demo stage exists yet."; \
+	else \
+		$(MAKE) --no-print-directory $(DEMO_TARGETS) || exit 1; \
+	fi
+	@echo "Demo reports: $(CURDIR)/runs/demo/"
+
+bench: install ## Speed of common.metrics against pycocoevalcap (prints the ratios)
+	$(PY) benchmarks/metrics.py
+
+clean: ## Remove runs/ and caches (keeps .venv)
+	rm -rf runs .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+include $(sort $(wildcard mk/*.mk))

@@ -1,0 +1,1 @@
+"""CLIP4IDC (Guo et al., AACL 2022): CLIP adapted to image pairs for image difference captioning."""

@@ -1,0 +1,1 @@
+"""Thin shared package: caption metrics, checkpoint IO, distributed launch, input errors."""

@@ -1,0 +1,1 @@
+"""Semantic Relational Set Abstraction in videos (Andonian et al., ECCV 2020)."""
