@@ -1,0 +1,341 @@
+"""Original CLIP4IDC / OpenAI CLIP state-dict layout <-> this implementation (spec 6).
+
+`python -m clip4idc.convert --check-keys FILE` builds the model at the original default configuration
+on the meta device, synthesises an original-layout state dict from the key file's shapes, converts it
+and loads it strictly, for the retrieval stage (the 307 `clip.*` keys) and the caption stage (443).
+`python -m clip4idc.convert --input pytorch_model.bin.clevr --output model.safetensors` converts a file.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from common.errors import InputError, run_cli
+
+DEFAULT_KEY_FILE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "clip4idc_state_dict_keys.txt"
+# Original names that are the same tensor as another entry (spec 6): dropped on load, re-created on export.
+TIED = {
+    "decoder.embeddings.word_embeddings.weight": "clip.token_embedding.weight",
+    "decoder.classifier.cls.predictions.decoder.weight": "clip.token_embedding.weight",
+    "decoder.embeddings.position_embeddings.weight": "clip.positional_embedding",
+}
+# OpenAI checkpoint scalars that are not parameters (always "unexpected" in the original).
+OPENAI_EXTRA = ("input_resolution", "context_length", "vocab_size")
+TRANSPOSED = {"clip.text_projection": "clip.text.text_projection.weight", "clip.visual.proj": "clip.visual.proj.weight"}
+# (original regex, new name) applied to clip.* / decoder.* names, first match wins.
+RENAMES = [
+    (r"clip\.positional_embedding$", "clip.text.embeddings.position_embedding.weight"),
+    (r"clip\.token_embedding\.weight$", "clip.text.embeddings.token_embedding.weight"),
+    (r"clip\.ln_final\.", "clip.text.final_layer_norm."),
+    (r"clip\.transformer\.resblocks\.", "clip.text.layers."),
+    (r"clip\.visual\.class_embedding$", "clip.visual.embeddings.class_embedding"),
+    (r"clip\.visual\.positional_embedding$", "clip.visual.embeddings.position_embedding.weight"),
+    (r"clip\.visual\.conv1\.weight$", "clip.visual.embeddings.patch_embedding.weight"),
+    (r"clip\.visual\.ln_pre\.", "clip.visual.pre_layrnorm."),
+    (r"clip\.visual\.ln_post\.", "clip.visual.post_layernorm."),
+    (r"clip\.visual\.transformer\.resblocks\.", "clip.visual.layers."),
+    (r"decoder\.embeddings\.LayerNorm\.", "decoder.embeddings_norm."),
+    (r"decoder\.encoder\.layer\.", "decoder.encoder_layers."),
+    (r"decoder\.decoder\.layer\.", "decoder.decoder_layers."),
+    (r"decoder\.classifier\.cls\.predictions\.bias$", "decoder.head_bias"),
+    (r"decoder\.classifier\.cls\.predictions\.transform\.", "decoder.head_transform."),
+]
+BLOCK_RENAMES = [
+    (r"\.attn\.out_proj\.", ".self_attn.out_proj."),
+    (r"\.ln_1\.", ".layer_norm1."),
+    (r"\.ln_2\.", ".layer_norm2."),
+    (r"\.mlp\.c_fc\.", ".mlp.fc1."),
+    (r"\.mlp\.c_proj\.", ".mlp.fc2."),
+    (r"\.slf_attn\.att\.", ".attention.self."),
+    (r"\.slf_attn\.output\.", ".attention.output."),
+    (r"\.enc_attn\.att\.", ".crossattention.self."),
+    (r"\.enc_attn\.output\.", ".crossattention.output."),
+]
+
+
+def _rename(name: str) -> str:
+    for pattern, new in RENAMES:
+        if re.match(pattern, name):
+            name = re.sub(pattern, new, name, count=1)
+            break
+    if ".layers." in name or "_layers." in name:
+        for pattern, new in BLOCK_RENAMES:
+            name = re.sub(pattern, new, name)
+    return name
+
+
+def normalise_original(state_dict: dict) -> "OrderedDict[str, torch.Tensor]":
+    """Original-layout dict cleaned as `init_preweight` does: `module.` stripped, gamma/beta renamed,
+    OpenAI ViT-B-32.pt keys (no `clip.` prefix) prefixed, the three OpenAI scalars dropped."""
+    out = OrderedDict()
+    for key, value in state_dict.items():
+        key = key[len("module."):] if key.startswith("module.") else key
+        key = key.replace("gamma", "weight").replace("beta", "bias")
+        if key in OPENAI_EXTRA or key.startswith("clip.") and key[5:] in OPENAI_EXTRA:
+            continue
+        if not key.startswith(("clip.", "decoder.", "cross.")):
+            key = "clip." + key
+        out[key] = value
+    return out
+
+
+def original_to_new(state_dict: dict, check_ties: bool = True) -> "OrderedDict[str, torch.Tensor]":
+    """Convert an original CLIP4IDC (or OpenAI CLIP) state dict to this implementation's names."""
+    sd = normalise_original(state_dict)
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for key, value in sd.items():
+        if key in TIED:
+            source = sd.get(TIED[key])
+            if source is None:
+                out[_rename(TIED[key])] = value  # only the tied copy exists: use it
+            elif check_ties and not value.is_meta and not source.is_meta and not torch.equal(value.float(), source.float()):
+                raise ValueError(f"{key} should be tied to {TIED[key]} but differs")
+            continue
+        if key in TRANSPOSED:
+            out[TRANSPOSED[key]] = value.t()
+            continue
+        if key.endswith(("attn.in_proj_weight", "attn.in_proj_bias")):
+            base = _rename(key.rsplit(".attn.", 1)[0])
+            kind = "weight" if key.endswith("weight") else "bias"
+            for part, chunk in zip("qkv", value.chunk(3, dim=0)):
+                out[f"{base}.self_attn.{part}_proj.{kind}"] = chunk
+            continue
+        out[_rename(key)] = value
+    return out
+
+
+INVERSE_PREFIXES = [
+    ("clip.text.embeddings.position_embedding.weight", "clip.positional_embedding"),
+    ("clip.text.embeddings.token_embedding.weight", "clip.token_embedding.weight"),
+    ("clip.text.final_layer_norm.", "clip.ln_final."),
+    ("clip.text.layers.", "clip.transformer.resblocks."),
+    ("clip.visual.embeddings.class_embedding", "clip.visual.class_embedding"),
+    ("clip.visual.embeddings.position_embedding.weight", "clip.visual.positional_embedding"),
+    ("clip.visual.embeddings.patch_embedding.weight", "clip.visual.conv1.weight"),
+    ("clip.visual.pre_layrnorm.", "clip.visual.ln_pre."),
+    ("clip.visual.post_layernorm.", "clip.visual.ln_post."),
+    ("clip.visual.layers.", "clip.visual.transformer.resblocks."),
+    ("decoder.embeddings_norm.", "decoder.embeddings.LayerNorm."),
+    ("decoder.encoder_layers.", "decoder.encoder.layer."),
+    ("decoder.decoder_layers.", "decoder.decoder.layer."),
+    ("decoder.head_bias", "decoder.classifier.cls.predictions.bias"),
+    ("decoder.head_transform.", "decoder.classifier.cls.predictions.transform."),
+]
+INVERSE_BLOCK = [
+    (".self_attn.out_proj.", ".attn.out_proj."), (".layer_norm1.", ".ln_1."), (".layer_norm2.", ".ln_2."),
+    (".mlp.fc1.", ".mlp.c_fc."), (".mlp.fc2.", ".mlp.c_proj."), (".attention.self.", ".slf_attn.att."),
+    (".attention.output.", ".slf_attn.output."), (".crossattention.self.", ".enc_attn.att."),
+    (".crossattention.output.", ".enc_attn.output."),
+]
+
+
+def _original_name(new: str) -> str:
+    name = new
+    for prefix, old in INVERSE_PREFIXES:
+        if name.startswith(prefix):
+            name = old + name[len(prefix):]
+            break
+    for cur, old in INVERSE_BLOCK:
+        name = name.replace(cur, old)
+    return name
+
+
+def new_to_original(state_dict: dict) -> "OrderedDict[str, torch.Tensor]":
+    """Inverse of original_to_new: this implementation's state dict in the original layout (ties re-created)."""
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    inverse_transposed = {v: k for k, v in TRANSPOSED.items()}
+    for key, value in state_dict.items():
+        if key in inverse_transposed:
+            out[inverse_transposed[key]] = value.t()
+            continue
+        m = re.match(r"(clip\.(?:text|visual)\.layers\.\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$", key)
+        if m:
+            qkv.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = value
+            continue
+        out[_original_name(key)] = value
+    for (base, kind), parts in qkv.items():
+        out[f"{_original_name(base + '.')}attn.in_proj_{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+    if any(k.startswith("decoder.") for k in out):
+        for tied, source in TIED.items():
+            out[tied] = out[source]
+    return out
+
+
+# --- reading files ------------------------------------------------------------------------------
+def read_state_dict(path: str | Path, trust: bool = False) -> "OrderedDict[str, torch.Tensor]":
+    """Tensors of a checkpoint file: .safetensors, a torch.save'd state dict (weights_only unless
+    `trust`), a resume file ({'model': ...}) or an OpenAI TorchScript archive (ViT-B-32.pt)."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "checkpoint file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return OrderedDict(load_file(str(path)))
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            if any("/code/" in n or n.startswith("code/") for n in zf.namelist()):
+                return OrderedDict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trust)
+    except Exception as err:  # torch raises UnpicklingError/RuntimeError subclasses for unsafe globals
+        if trust:
+            raise
+        raise InputError(path, f"cannot be read with weights_only=True ({type(err).__name__}); "
+                               "pass --trust_checkpoint if you trust this file") from err
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    elif isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputError(path, "not a state dict of tensors")
+    return OrderedDict(obj)
+
+
+def is_original_layout(state_dict: dict) -> bool:
+    """True for original CLIP4IDC / OpenAI CLIP names (e.g. `clip.visual.conv1.weight`, `visual.conv1.weight`)."""
+    return any(k.endswith(("visual.conv1.weight", "attn.in_proj_weight", "token_embedding.weight")) and
+               ".embeddings." not in k for k in state_dict)
+
+
+def to_model_layout(state_dict: dict) -> "OrderedDict[str, torch.Tensor]":
+    """State dict in this implementation's names whatever layout it came in."""
+    return original_to_new(state_dict) if is_original_layout(state_dict) else OrderedDict(state_dict)
+
+
+class KeyReport:
+    """Result of comparing a state dict with a model: missing / unexpected / mismatched names."""
+
+    def __init__(self, model: torch.nn.Module, state_dict: dict):
+        expected = model.state_dict()
+        self.total = len(expected)
+        self.missing = [k for k in expected if k not in state_dict]
+        self.unexpected = [k for k in state_dict if k not in expected]
+        self.mismatched = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+                           for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
+        self.loaded = self.total - len(self.missing) - len(self.mismatched)
+
+    @property
+    def ok(self) -> bool:
+        """No missing, unexpected or shape-mismatched key."""
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def describe(self) -> str:
+        """Multi-line summary of the problems."""
+        parts = []
+        for title, items in (("missing", self.missing), ("unexpected", self.unexpected), ("mismatched", self.mismatched)):
+            if items:
+                parts.append(f"{title} ({len(items)}): " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
+        return "; ".join(parts)
+
+
+def load_into(model: torch.nn.Module, state_dict: dict, strict: bool = True, source: str = "state dict") -> KeyReport:
+    """Convert (if needed) and load `state_dict` into `model`, casting dtypes; strict raises on any key problem."""
+    sd = to_model_layout(state_dict)
+    report = KeyReport(model, sd)
+    if strict and not report.ok:
+        raise InputError(source, f"does not match the model: {report.describe()}")
+    own = model.state_dict()
+    usable = {k: v.to(own[k].dtype) for k, v in sd.items() if k in own and v.shape == own[k].shape}
+    meta = any(p.is_meta for p in model.parameters())
+    model.load_state_dict(usable, strict=False, assign=meta)
+    return report
+
+
+# --- the key-file check -------------------------------------------------------------------------
+def _key_lines(path: Path) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip() and not line.startswith("#")]
+
+
+def read_key_file(path: str | Path) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
+    """Sections of the key file: 'caption' (all entries) and 'retrieval' (the `clip.*` entries)."""
+    entries = []
+    for i, line in enumerate(_key_lines(Path(path))):
+        name, _, shape = line.partition("\t")
+        try:
+            dims = tuple(int(d) for d in shape.strip().strip("[]").split(",") if d.strip())
+        except ValueError:
+            raise InputError(path, f"bad shape {shape!r}", record=i, field="shape") from None
+        entries.append((name.strip(), dims))
+    return {"retrieval": [e for e in entries if e[0].startswith("clip.")], "caption": entries}
+
+
+def default_model(stage: str, device: str | torch.device = "meta"):
+    """The model at the original default configuration (ViT-B/32, intra 9, decoder-base)."""
+    from clip4idc.models import build_model, load_clip_config, load_decoder_config
+
+    with torch.device(device):
+        return build_model(load_clip_config("ViT-B/32", intra_layers=9),
+                           load_decoder_config("decoder-base") if stage == "caption" else None, stage)
+
+
+def check_keys(path: str | Path, sections: list[str] | None = None) -> bool:
+    """Synthesise each section's original state dict on meta, convert, load strictly; print a line each."""
+    ok = True
+    for stage, entries in read_key_file(path).items():
+        if sections and stage not in sections:
+            continue
+        model = default_model(stage)
+        original = OrderedDict((name, torch.empty(shape, device="meta")) for name, shape in entries)
+        exported = list(new_to_original(model.state_dict()))
+        same_names = sorted(exported) == sorted(original)
+        try:
+            report = load_into(model, original, strict=True, source=f"{path} [{stage}]")
+        except InputError as err:
+            print(f"{stage}: FAILED: {err}")
+            ok = False
+            continue
+        own = model.state_dict()
+        loaded = sum(
+            all(k in own and v.shape == own[k].shape for k, v in original_to_new({name: t}, check_ties=False).items())
+            for name, t in original.items()
+        )
+        print(f"{stage}: loaded {loaded}/{len(entries)} keys "
+              f"(into {report.total} model tensors: q/k/v split, tied copies shared)"
+              + ("" if same_names else "; ERROR: exported names differ from the key file"))
+        ok = ok and same_names and report.loaded == report.total and loaded == len(entries)
+    return ok
+
+
+def main(argv=None) -> int:
+    """CLI: --check-keys FILE, or --input/--output conversion of a checkpoint."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check-keys", nargs="?", const=str(DEFAULT_KEY_FILE), default=None, metavar="FILE",
+                        help="key file (name<TAB>shape); default: tests/fixtures/clip4idc_state_dict_keys.txt")
+    parser.add_argument("--section", choices=["retrieval", "caption"], action="append",
+                        help="check only this section (repeatable; default: all)")
+    parser.add_argument("--input", help="checkpoint in the original layout (pytorch_model.bin.*) or OpenAI ViT-B-32.pt")
+    parser.add_argument("--output", help="where to write the converted state dict (.safetensors or .bin)")
+    parser.add_argument("--to-original", action="store_true", help="convert this implementation's layout back to the original")
+    parser.add_argument("--trust_checkpoint", action="store_true", help="allow full unpickling of --input")
+    args = parser.parse_args(argv)
+    if args.check_keys:
+        return 0 if check_keys(args.check_keys, args.section) else 1
+    if not (args.input and args.output):
+        parser.error("give --check-keys FILE, or --input and --output")
+    out = Path(args.output)
+    if out.exists():
+        raise InputError(out, "exists; refusing to overwrite")
+    sd = read_state_dict(args.input, trust=args.trust_checkpoint)
+    converted = new_to_original(sd) if args.to_original else to_model_layout(sd)
+    if out.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous().clone() for k, v in converted.items()}, str(out))
+    else:
+        torch.save(converted, out)
+    print(f"wrote {len(converted)} tensors to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,110 @@
+"""CLIP4IDC: `clip` (pair CLIP) and, in the caption stage, `decoder` (spec 4)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from clip4idc.losses import caption_loss, gather_if_distributed, symmetric_infonce
+from clip4idc.models.clip import PairCLIP
+from clip4idc.models.config import ClipConfig, DecoderConfig
+from clip4idc.models.decoder import CaptionDecoder
+
+STAGES = ("retrieval", "caption")
+
+
+class CLIP4IDC(nn.Module):
+    """Stage 'retrieval' (adaptation: InfoNCE) or 'caption' (fine-tuning: decoder CE)."""
+
+    def __init__(self, clip_cfg: ClipConfig, decoder_cfg: DecoderConfig | None = None, stage: str = "retrieval"):
+        super().__init__()
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        self.stage = stage
+        self.clip = PairCLIP(clip_cfg)
+        self.decoder = None
+        if stage == "caption":
+            if decoder_cfg is None:
+                raise ValueError("the caption stage needs a decoder config")
+            if decoder_cfg.hidden_size != clip_cfg.embed_dim or decoder_cfg.hidden_size != clip_cfg.transformer_width:
+                raise ValueError("decoder hidden_size must equal CLIP embed_dim and transformer_width (tied embeddings)")
+            if decoder_cfg.max_target_embeddings != clip_cfg.context_length:
+                raise ValueError("decoder max_target_embeddings must equal CLIP context_length (tied positions)")
+            self.decoder = CaptionDecoder(decoder_cfg)
+
+    # --- encoders -------------------------------------------------------------------------------
+    def encode_pair(self, bef: torch.Tensor, aft: torch.Tensor, return_attention: bool = False):
+        """(pooled (B,E), hidden (B,2T,E)) of image pairs."""
+        return self.clip.encode_pair(bef, aft, return_attention=return_attention)
+
+    def encode_text(self, input_ids: torch.Tensor):
+        """(pooled (B,E), hidden (B,L,E)) of token ids."""
+        return self.clip.encode_text(input_ids)
+
+    # --- decoder --------------------------------------------------------------------------------
+    @property
+    def word_weight(self) -> torch.Tensor:
+        """CLIP token embedding, shared with the decoder input and output layers."""
+        return self.clip.text.embeddings.token_embedding.weight
+
+    @property
+    def position_weight(self) -> torch.Tensor:
+        """CLIP text positional embedding, shared with the decoder."""
+        return self.clip.text.embeddings.position_embedding.weight
+
+    def decoder_memory(self, visual_hidden: torch.Tensor) -> list[torch.Tensor]:
+        """Per-layer visual self-attention outputs fed to the decoder's cross-attention."""
+        mask = torch.ones(visual_hidden.shape[:2], device=visual_hidden.device)
+        return self.decoder.encode_visual(visual_hidden.float(), mask)
+
+    def decode_step(self, memory: list[torch.Tensor], input_ids: torch.Tensor, decoder_mask=None) -> torch.Tensor:
+        """Vocabulary logits (B,L,V) for caption prefixes `input_ids`."""
+        return self.decoder(input_ids, memory, self.word_weight, self.position_weight, decoder_mask)
+
+    # --- training objectives --------------------------------------------------------------------
+    def retrieval_loss(self, text_ids: torch.Tensor, bef: torch.Tensor, aft: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE over the (all-gathered) batch."""
+        text, _ = self.encode_text(text_ids)
+        pair, _ = self.encode_pair(bef, aft)
+        return symmetric_infonce(gather_if_distributed(text), gather_if_distributed(pair), self.clip.logit_scale)
+
+    def caption_loss(self, bef, aft, in_ids, dec_mask, out_ids) -> torch.Tensor:
+        """Token CE of the caption of (bef, aft); the text tower is skipped (spec 9.15 fix)."""
+        _, hidden = self.encode_pair(bef, aft)
+        # Logits only where the target is not padding: the loss ignores id 0 anyway (spec 9.14).
+        keep = out_ids != 0
+        logits = self.decoder(in_ids, self.decoder_memory(hidden), self.word_weight, self.position_weight,
+                              dec_mask, positions=keep)
+        return caption_loss(logits, out_ids[keep])
+
+    def forward(self, bef, aft, text_ids=None, in_ids=None, dec_mask=None, out_ids=None,
+                no_aft=None, no_in_ids=None, no_dec_mask=None, no_out_ids=None) -> torch.Tensor:
+        """Training loss of the stage; CLEVR captioning adds the distractor-pair loss (weights 1 and 1)."""
+        if self.stage == "retrieval":
+            return self.retrieval_loss(text_ids, bef, aft)
+        loss = self.caption_loss(bef, aft, in_ids, dec_mask, out_ids)
+        if no_aft is not None:
+            loss = loss + self.caption_loss(bef, no_aft, no_in_ids, no_dec_mask, no_out_ids)
+        return loss
+
+
+def init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
+    """The original's init_weights for the decoder: Linear/Embedding N(0, std), biases 0, LayerNorm 1/0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=std)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+        if isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def build_model(clip_cfg: ClipConfig, decoder_cfg: DecoderConfig | None = None, stage: str = "retrieval",
+                initializer_range: float = 0.02) -> CLIP4IDC:
+    """A randomly initialised CLIP4IDC (OpenAI init for CLIP, BERT init for the decoder)."""
+    model = CLIP4IDC(clip_cfg, decoder_cfg, stage)
+    if not any(p.is_meta for p in model.parameters()):
+        model.clip.initialize_parameters()
+        if model.decoder is not None:
+            init_bert_weights(model.decoder, initializer_range)
+    return model

@@ -1,0 +1,195 @@
+"""Command-line flags (spec 2.2, shared by train.py and test.py), metadata paths and the run name."""
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import InputError
+
+EXPERIMENTS = ("AbstractionEmbedding",)
+MODELS = ("AbstractionEmbeddingModule",)
+DATASETS = ("moments", "kinetics")
+NUM_NODES = {"moments": 391, "kinetics": 608, "multimoments": 391}
+FEATURE_DIMS = {"resnet3d50": 2048}
+DEFAULT_FEATURE_DIM = 2048
+CRITERIA = ("CE", "MSE", "BCE")
+LOSS_NAMES = ("embed", "abstr")
+LOGGERS = ("AbstractionLogger",)
+EMBEDDING_DIM = 300
+BOTTLENECK_DIM = 512
+
+
+def str2bool(value: str | bool) -> bool:
+    """yes/true/t/y/1 -> True, no/false/f/n/0 -> False (the original's str2bool)."""
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("yes", "true", "t", "y", "1"):
+        return True
+    if value.lower() in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"boolean value expected, got {value!r}")
+
+
+def build_parser(prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
+    """The original flags (names, short forms, defaults) plus the reimplementation's additions."""
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("-e", "--experiment", default="AbstractionEmbedding", choices=EXPERIMENTS,
+                   help="experiment class (only AbstractionEmbedding exists)")
+    p.add_argument("-i", "--exp_id", default=None, help="run id put in the run name ('None' when unset)")
+    p.add_argument("-d", "--dataset", default="moments", choices=DATASETS,
+                   help="which metadata files and node count (moments: 391, kinetics: 608)")
+    p.add_argument("-m", "--model_name", "--model", dest="model_name", default="AbstractionEmbeddingModule",
+                   choices=MODELS, help="model class (--model is the README's spelling)")
+    p.add_argument("-b", "--batch_size", type=int, default=256, help="sets per batch (train and val)")
+    p.add_argument("--optimizer", default="Adam", choices=("Adam", "SGD"),
+                   help="Adam(wd=5e-4) or SGD(momentum=0.9, wd=5e-4)")
+    p.add_argument("--criterion", nargs="+", default=["MSE", "CE"], choices=CRITERIA,
+                   help="loss names; MSE is the embed loss and CE the abstraction loss, both required")
+    p.add_argument("-l", "--loss_weights", type=float, nargs="+", default=[1, 1],
+                   help="weights of the embed and abstr losses (ints by default, so the run name says 1-1)")
+    p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    p.add_argument("-s", "--scales", type=int, nargs="+", default=[1, 2, 3, 4],
+                   help="subset sizes with their own relation MLP")
+    p.add_argument("-r", "--resume", default=None,
+                   help="checkpoint (.pth.tar, original layout) to load; also renames the run (spec 2.4)")
+    p.add_argument("--log_dir", default="logs", help="where <Exp>/<Model>/<name>*.txt logs go")
+    p.add_argument("--checkpoint_dir", default="checkpoints", help="where <Exp>/<Model>/<name>_*.pth.tar go")
+    p.add_argument("--output_dir", default="outputs",
+                   help="where <Exp>/<Model>/<name>_results.json and the visualisation PNG go")
+    p.add_argument("--metadata_dir", default="metadata", help="directory holding the downloaded metadata")
+    p.add_argument("--logger_name", default="AbstractionLogger", choices=LOGGERS, help="logger class")
+    p.add_argument("--num_epochs", type=int, default=60, help="epochs (also T_max of the cosine schedule)")
+    p.add_argument("--start_epoch", type=int, default=0, help="first epoch (replaced by the checkpoint's on resume)")
+    p.add_argument("--max_step", type=int, default=None, help="stop each epoch after this many batches")
+    p.add_argument("--val_freq", type=int, default=1, help="validate every N epochs (and after the last)")
+    p.add_argument("--log_freq", type=int, default=20, help="write a progress line every N batches")
+    p.add_argument("--checkpoint_freq", type=int, default=1000,
+                   help="also save a resumable state every N batches (besides each validation)")
+    p.add_argument("--cudnn_enabled", type=str2bool, default=True, help="torch.backends.cudnn.enabled")
+    p.add_argument("--cudnn_benchmark", type=str2bool, default=True, help="torch.backends.cudnn.benchmark")
+    p.add_argument("--clip_gradient", type=int, default=20, help="max total gradient norm")
+    p.add_argument("--evaluate", action="store_true",
+                   help="train.py: only evaluate the (resumed) model on the three tasks, as test.py does")
+    p.add_argument("-bm", "--basemodel_name", default="resnet3d50",
+                   help="backbone whose cached features are read (resnet3d50_<ds>_<split>_features.pth)")
+    p.add_argument("--prefix", default="", help="prepended to the run name")
+    p.add_argument("--return_metric", default="top1@abstr", help="validation meter that picks the best checkpoint")
+    # Additions (spec 8 and 9).
+    p.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda when available")
+    p.add_argument("--seed", type=int, default=0, help="seed of python, numpy, torch and the data order")
+    p.add_argument("--num_workers", type=int, default=2, help="training DataLoader workers (validation: 1)")
+    p.add_argument("--lr_schedule", default="cosine", choices=("cosine", "legacy"),
+                   help="cosine: per-epoch CosineAnnealingLR(T_max=num_epochs); legacy: the original's "
+                        "scheduler.step(val_loss), i.e. lr = lr0*(1+cos(pi*val_loss/T_max))/2 after each validation")
+    p.add_argument("--model_config", default=None,
+                   help="JSON of model sizes (name in set_abstraction/model_configs or a path); "
+                        "default: the released sizes for --dataset")
+    p.add_argument("--trust_checkpoint", action="store_true",
+                   help="allow --resume files that need full unpickling (only for files you trust)")
+    return p
+
+
+def validate_args(args: argparse.Namespace) -> argparse.Namespace:
+    """Refuse flag combinations the model cannot honour (spec 9.12 F), with a one-line message."""
+    crit = set(args.criterion)
+    if not {"MSE", "CE"} <= crit:
+        raise InputError("--criterion", f"needs both MSE (embed loss) and CE (abstr loss), got {args.criterion}")
+    if "BCE" in crit:
+        raise InputError("--criterion", "BCE has no role: its dataset was broken in the original (spec 4.5)")
+    if len(args.loss_weights) != len(LOSS_NAMES):
+        raise InputError("--loss_weights", f"needs {len(LOSS_NAMES)} values (embed, abstr), got {args.loss_weights}")
+    if args.basemodel_name == "i3d":
+        raise InputError("--basemodel_name", "i3d routed to a loader that never worked in the original (spec 9.17)")
+    if sorted(set(args.scales)) != list(args.scales) or min(args.scales) < 1 or max(args.scales) > 4:
+        raise InputError("--scales", f"must be increasing, distinct, within 1..4 (sets hold 4 videos), got {args.scales}")
+    if args.max_step is not None and args.max_step < 1:
+        raise InputError("--max_step", "must be >= 1")
+    for flag in ("val_freq", "log_freq", "checkpoint_freq", "num_epochs", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise InputError(f"--{flag}", "must be >= 1")
+    return args
+
+
+def parse_args(argv: Sequence[str] | None = None, prog: str | None = None,
+               description: str | None = None) -> argparse.Namespace:
+    """Parse and check the flags."""
+    return validate_args(build_parser(prog, description).parse_args(argv))
+
+
+def loss_weights(args: argparse.Namespace) -> dict[str, float]:
+    """{'embed': w0, 'abstr': w1}."""
+    return dict(zip(LOSS_NAMES, args.loss_weights))
+
+
+def model_name(scales: Sequence[int]) -> str:
+    """SAM_<scales>, e.g. SAM_1-2-3-4."""
+    return "SAM_" + "-".join(str(s) for s in scales)
+
+
+def run_name(args: argparse.Namespace) -> str:
+    """The run name of spec 2.4 (kept for the README's log/checkpoint names, spec 9.13 K)."""
+    if args.resume:
+        # Unescaped dots as in the original: an _epoch_N.pth.tar path keeps its extension.
+        stem = re.sub("(_checkpoint.pth.tar|_best.pth.tar)$", "", str(args.resume))
+        name = args.prefix + Path(stem).name
+        parts = name.split("_")
+        parts[0] = args.experiment
+        return "_".join(parts)
+    parts = [
+        args.experiment,
+        str(args.exp_id),
+        args.dataset,
+        args.basemodel_name,
+        "-".join(str(w) for w in args.loss_weights),
+        "-".join(args.criterion),
+        f"{args.optimizer}-{args.lr}",
+        model_name(args.scales),
+    ]
+    return args.prefix + "_".join(parts)
+
+
+@dataclass
+class MetadataPaths:
+    """Where the metadata files of one dataset live (spec 2.3), under --metadata_dir (spec 9.12 F)."""
+
+    root: Path
+    dataset: str
+    basemodel: str = "resnet3d50"
+
+    def graph(self) -> Path:
+        return self.root / f"{self.dataset}_graph.json"
+
+    def category_embeddings(self) -> Path:
+        return self.root / f"{self.dataset}_category_embeddings.pth"
+
+    def sets(self, split: str) -> Path:
+        """Abstraction sets; split 'test' is the human sets file."""
+        name = "human" if split == "test" else split
+        return self.root / f"{self.dataset}_{name}_abstraction_sets.json"
+
+    def features(self, split: str) -> Path:
+        return self.root / f"{self.basemodel}_{self.dataset}_{split}_features.pth"
+
+    def embeddings(self, split: str) -> Path | None:
+        """Per-video embeddings; none is read for the test split."""
+        return None if split == "test" else self.root / f"{self.dataset}_{split}_embeddings.pth"
+
+    def listfile(self, split: str) -> Path:
+        return self.root / f"{self.dataset}_{split}_listfile.txt"
+
+    def pretrained(self) -> Path:
+        return self.root / f"AbstractionEmbedding_{self.dataset}_SAM_1-2-3-4_best.pth.tar"
+
+
+def metadata_paths(args: argparse.Namespace) -> MetadataPaths:
+    """The MetadataPaths for the parsed flags."""
+    return MetadataPaths(Path(args.metadata_dir), args.dataset, args.basemodel_name)
+
+
+def feature_dim(basemodel: str) -> int:
+    """Backbone feature size (2048 for resnet3d50 and by default)."""
+    return FEATURE_DIMS.get(basemodel, DEFAULT_FEATURE_DIM)

@@ -1,0 +1,257 @@
+"""Original Singularity state dicts (transformers 4.15 BEiT names, xbert) -> this implementation (spec 6).
+
+``python -m singularity.convert --check-keys tests/fixtures/singularity_state_dict_keys.txt`` builds every model
+of the key file at the original default configuration on the meta device, synthesises an original-layout state
+dict from the listed shapes, converts it and loads it strictly.
+``python -m singularity.convert --input ORIG.pth --output NEW.pth --task retrieval`` converts a file.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from common.checkpoint import compare_keys, extract_state_dict, load_checkpoint_file
+from common.errors import InputError, run_cli
+
+DEFAULT_KEY_FILE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "singularity_state_dict_keys.txt"
+
+# transformers 4.15 BEiT layer names -> transformers 5.x (spec 6.4)
+_BEIT_RENAMES = [
+    (r"attention\.attention\.query\.", "attention.q_proj."),
+    (r"attention\.attention\.key\.", "attention.k_proj."),
+    (r"attention\.attention\.value\.", "attention.v_proj."),
+    (r"attention\.output\.dense\.", "attention.o_proj."),
+    (r"attention\.attention\.relative_position_bias\.", "relative_position_bias."),
+    (r"intermediate\.dense\.", "mlp.fc1."),
+    (r"^output\.dense\.", "mlp.fc2."),
+]
+_LAYER_RE = re.compile(r"^vision_encoder\.encoder\.layer\.(\d+)\.(.*)$")
+_DROP_RE = re.compile(r"(relative_position_index$|\.position_ids$)")
+# modules the original task models delete / never have (spec 4.1): dropped when the target lacks them
+_QA_DROPPED = ("vision_proj.", "text_proj.", "itm_head.", "temp", "vision_encoder.pooler.")
+
+
+def rename_beit_key(key: str) -> str:
+    """``vision_encoder.encoder.layer.N.X`` (4.15) -> ``vision_encoder.layers.N.Y`` (5.x); others unchanged."""
+    match = _LAYER_RE.match(key)
+    if not match:
+        return key
+    layer, rest = match.groups()
+    for pattern, repl in _BEIT_RENAMES:
+        rest = re.sub(pattern, repl, rest)
+    return f"vision_encoder.layers.{layer}.{rest}"
+
+
+def resize_temporal(embed: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Zero-pad or truncate temporal embeddings to ``num_frames`` (spec 4.5, used for 1-frame -> 4-frame)."""
+    old = embed.shape[1]
+    if num_frames == old:
+        return embed
+    if num_frames < old:
+        return embed[:, :num_frames].clone()
+    out = torch.zeros((embed.shape[0], num_frames, *embed.shape[2:]), dtype=embed.dtype, device=embed.device)
+    if not out.is_meta:
+        out[:, :old] = embed
+    return out
+
+
+def convert_state_dict(state_dict: Mapping[str, torch.Tensor], target_keys: Sequence[str],
+                       target_shapes: Mapping[str, Sequence[int]] | None = None,
+                       fusion_layer: int = 9) -> dict[str, torch.Tensor]:
+    """Rename an original (or already converted) state dict for a model whose keys are ``target_keys``.
+
+    Applies, by key presence and in every mode (pitfall 9.1 F): BEiT 4.15 -> 5.x names; buffers dropped;
+    ``text_encoder.bert.`` stripped for retrieval/QA targets; QA decoder layers built from text-encoder
+    layers >= ``fusion_layer`` (spec 6.3 rule 4); temporal embeddings padded/truncated; the heads the
+    original QA model deletes dropped.
+    """
+    targets = set(target_keys)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key.startswith("module."):
+            key = key[len("module."):]
+        if _DROP_RE.search(key):
+            continue
+        out[rename_beit_key(key)] = value
+    source_is_pretrain = any(k.startswith("text_encoder.bert.") for k in out)
+    target_is_pretrain = any(k.startswith("text_encoder.bert.") for k in targets)
+    target_has_decoder = any(k.startswith("text_decoder.") for k in targets)
+    source_has_decoder = any(k.startswith("text_decoder.") for k in out)
+    if target_has_decoder and not source_has_decoder:
+        for key, value in list(out.items()):
+            if not key.startswith("text_encoder."):
+                continue
+            rest = key[len("text_encoder."):]
+            if rest.startswith("bert."):
+                rest = rest[len("bert."):]
+            match = re.match(r"encoder\.layer\.(\d+)\.(.*)$", rest)
+            if match:
+                layer = int(match.group(1))
+                if layer >= fusion_layer:
+                    out[f"text_decoder.bert.encoder.layer.{layer - fusion_layer}.{match.group(2)}"] = value
+            elif rest.startswith("cls."):
+                out[f"text_decoder.{rest}"] = value
+            else:
+                out[f"text_decoder.bert.{rest}"] = value
+    if source_is_pretrain and not target_is_pretrain:
+        out = {("text_encoder." + k[len("text_encoder.bert."):] if k.startswith("text_encoder.bert.") else k): v
+               for k, v in out.items() if not k.startswith("text_encoder.cls.")}
+    elif target_is_pretrain and not source_is_pretrain:
+        out = {("text_encoder.bert." + k[len("text_encoder."):] if k.startswith("text_encoder.") else k): v
+               for k, v in out.items()}
+    if target_has_decoder:
+        out = {k: v for k, v in out.items() if not (k.startswith(_QA_DROPPED) and k not in targets)}
+    if "temporal_embeddings" in out and target_shapes and "temporal_embeddings" in target_shapes:
+        out["temporal_embeddings"] = resize_temporal(out["temporal_embeddings"],
+                                                     int(target_shapes["temporal_embeddings"][1]))
+    return out
+
+
+def infer_architecture(state_dict: Mapping[str, torch.Tensor]) -> dict[str, object]:
+    """Config overrides implied by a checkpoint's keys (temporal encoder depth, frames; pitfall 9.2 F)."""
+    keys = [k[len("module."):] if k.startswith("module.") else k for k in state_dict]
+    layers = {int(m.group(1)) for k in keys if (m := re.match(r"temporal_vision_encoder\.layer\.(\d+)\.", k))}
+    found: dict[str, object] = {}
+    if layers:
+        found["temporal_vision_encoder.enable"] = True
+        found["temporal_vision_encoder.num_layers"] = max(layers) + 1
+        found["add_temporal_embed"] = True
+    embed = state_dict.get("temporal_embeddings", state_dict.get("module.temporal_embeddings"))
+    if embed is not None:
+        if embed.shape[1] > 1:
+            found["add_temporal_embed"] = True
+            found["video_input.num_frames"] = int(embed.shape[1])
+        elif not embed.is_meta and bool(embed.detach().abs().sum() > 0):
+            found["add_temporal_embed"] = True
+    return found
+
+
+# ------------------------------------------------------------------------------------------------
+# key-file check
+# ------------------------------------------------------------------------------------------------
+
+def read_key_file(path: str | Path) -> list[dict]:
+    """Sections of ``singularity_state_dict_keys.txt``: name, class, config, overrides, {key: shape}."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "key file not found")
+    sections: list[dict] = []
+    current = None
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if line.startswith("# SECTION "):
+            current = {"name": line[len("# SECTION "):].strip(), "keys": {}, "class": None, "config": None,
+                       "overrides": []}
+            sections.append(current)
+        elif line.startswith("# class=") and current is not None:
+            match = re.match(r"# class=(\S+) config=(\S+) overrides=(.*)$", line)
+            if not match:
+                raise InputError(path, "cannot parse the class/config line", record=lineno)
+            current["class"], current["config"] = match.group(1), match.group(2)
+            current["overrides"] = ast.literal_eval(match.group(3))
+        elif line.strip() and not line.startswith("#"):
+            if current is None:
+                raise InputError(path, "key line before the first '# SECTION'", record=lineno)
+            try:
+                name, shape = line.split("\t")
+                current["keys"][name] = tuple(ast.literal_eval(shape))
+            except (ValueError, SyntaxError) as err:
+                raise InputError(path, f"expected 'name<TAB>shape' ({err})", record=lineno) from None
+    if not sections:
+        raise InputError(path, "no '# SECTION' found")
+    return sections
+
+
+def build_model_for_section(section: dict, device: str = "meta") -> torch.nn.Module:
+    """The model class of a key-file section at the original default config, on ``device``."""
+    from singularity.config import load_config
+    from singularity.tasks_common import build_model_for_task
+
+    config_name = Path(section["config"]).name
+    config = load_config(config_name, list(section["overrides"]), require_env=False)
+    task = {"model_pretrain": "pretrain", "model_retrieval": "retrieval", "model_vqa": "vqa"}[
+        section["class"].split(".")[1]]
+    with torch.device(device):
+        return build_model_for_task(task, config)
+
+
+def check_section(section: dict) -> tuple[str, bool]:
+    """Convert a synthetic original-layout state dict of ``section`` and compare with our model's keys."""
+    model = build_model_for_section(section)
+    model_sd = model.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in model_sd.items()}
+    original = {k: torch.empty(shape, device="meta") for k, shape in section["keys"].items()}
+    fusion = getattr(getattr(model, "bert_config", None), "fusion_layer", 9)
+    converted = convert_state_dict(original, list(shapes), shapes, fusion_layer=fusion)
+    report = compare_keys(shapes, converted)
+    dropped = sum(1 for k in section["keys"] if _DROP_RE.search(k))
+    line = (f"{section['name']}: {report.summary()} ({len(section['keys'])} original entries, "
+            f"{dropped} buffers dropped)")
+    if report.ok:
+        model.load_state_dict(converted, strict=True, assign=True)
+    else:
+        line += "\n  " + report.details()
+    return line, report.ok
+
+
+def convert_file(input_path: str, output_path: str, task: str, overrides: list[str], trust: bool) -> str:
+    """Convert one original checkpoint file to this layout (``{"model": ...}``) for ``task``."""
+    from singularity.config import load_config
+    from singularity.tasks_common import build_model_for_task
+
+    out = Path(output_path)
+    if out.exists():
+        raise InputError(out, "output exists; refusing to overwrite")
+    state = extract_state_dict(load_checkpoint_file(input_path, trust=trust))
+    arch = infer_architecture(state)
+    config_name = {"pretrain": "pretrain.yaml", "retrieval": "ret_msrvtt.yaml", "vqa": "qa_msrvtt.yaml"}[task]
+    config = load_config(config_name, [f"{k}={v}" for k, v in arch.items()] + list(overrides), require_env=False)
+    with torch.device("meta"):
+        model = build_model_for_task(task, config)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    converted = convert_state_dict(state, list(shapes), shapes, fusion_layer=model.bert_config.fusion_layer)
+    report = compare_keys(shapes, converted)
+    if not report.ok:
+        raise InputError(input_path, f"{report.summary()}: {report.details()}")
+    torch.save({"model": converted, "config": {"inferred": {k: v for k, v in arch.items()}}}, out)
+    return report.summary()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: ``--check-keys FILE`` or ``--input/--output/--task``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check-keys", nargs="?", const=str(DEFAULT_KEY_FILE), default=None, metavar="FILE",
+                        help="key file (name<TAB>shape per line, '# SECTION' headers); default: tests/fixtures copy")
+    parser.add_argument("--section", action="append", default=None,
+                        help="only check these sections (repeatable); default: all")
+    parser.add_argument("--input", help="original checkpoint (.pth with a 'model' entry) to convert")
+    parser.add_argument("--output", help="where to write the converted {'model': state_dict}")
+    parser.add_argument("--task", choices=["pretrain", "retrieval", "vqa"], default="retrieval",
+                        help="model the converted file is for (default: retrieval)")
+    parser.add_argument("--trust_checkpoint", action="store_true",
+                        help="allow full unpickling (original files pickle an OmegaConf config)")
+    parser.add_argument("overrides", nargs="*", help="config key=value overrides for the target model")
+    args = parser.parse_args(argv)
+    if args.check_keys:
+        sections = read_key_file(args.check_keys)
+        if args.section:
+            sections = [s for s in sections if s["name"] in args.section]
+        ok = True
+        for section in sections:
+            line, good = check_section(section)
+            print(line)
+            ok &= good
+        return 0 if ok else 1
+    if not (args.input and args.output):
+        parser.error("give --check-keys FILE, or --input and --output")
+    print(convert_file(args.input, args.output, args.task, args.overrides, args.trust_checkpoint))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,76 @@
+"""Datasets and loaders for each task from the config (spec 3.2, 3.8)."""
+from __future__ import annotations
+
+from singularity.data.annotations import (ImageTextTrainDataset, MultipleChoiceDataset, QADataset,
+                                          RetrievalEvalDataset, mc_collate, qa_collate, spec_media_type)
+from singularity.data.transforms import TestTransform, TrainTransform
+from singularity.engine import MetaLoader, build_loader
+from singularity.models.config_paths import cfg_get
+
+
+def as_spec_list(value) -> list:
+    """One spec or a list of specs -> list of specs."""
+    value = list(value)
+    return [list(value)] if value and isinstance(value[0], str) else [list(v) for v in value]
+
+
+def _video_cfg(config) -> dict:
+    return dict(cfg_get(config, "video_input", {}) or {})
+
+
+def train_meta_loader(config, multi_vision_gt: bool = False, paragraph: bool = False) -> MetaLoader:
+    """One ``ImageTextTrainDataset`` per media type present in ``train_file``, interleaved."""
+    specs = as_spec_list(cfg_get(config, "train_file"))
+    transform = TrainTransform(int(cfg_get(config, "image_res", 224)))
+    loaders = {}
+    for media_type in ("image", "video"):
+        group = [s for s in specs if spec_media_type(s) == media_type]
+        if not group:
+            continue
+        dataset = ImageTextTrainDataset(group, transform, _video_cfg(config), multi_vision_gt, paragraph)
+        loaders[media_type] = build_loader(dataset, int(cfg_get(config, f"batch_size.{media_type}")),
+                                           int(cfg_get(config, "num_workers", 0)), train=True,
+                                           seed=int(cfg_get(config, "seed", 42)))
+    return MetaLoader(loaders, seed=int(cfg_get(config, "seed", 42)))
+
+
+def retrieval_eval_loaders(config, names) -> dict:
+    """``{name: loader}`` over ``test_file[name]`` (no distributed sampler: every rank encodes all, 9.24 K)."""
+    transform = TestTransform(int(cfg_get(config, "image_res", 224)))
+    out = {}
+    for name in names:
+        spec = list(cfg_get(config, "test_file")[name])
+        dataset = RetrievalEvalDataset(spec, transform, _video_cfg(config),
+                                       bool(cfg_get(config, "has_multi_vision_gt", False)),
+                                       bool(cfg_get(config, "is_paragraph_retrieval", False)))
+        media_type = spec_media_type(spec)
+        out[name] = build_loader(dataset, int(cfg_get(config, f"batch_size_test.{media_type}")),
+                                 int(cfg_get(config, "num_workers", 0)), train=False)
+    return out
+
+
+def mc_loader(config, name: str):
+    """Loader over the MSRVTT-MC style ``test_file[name]``."""
+    spec = list(cfg_get(config, "test_file")[name])
+    dataset = MultipleChoiceDataset(spec, TestTransform(int(cfg_get(config, "image_res", 224))), _video_cfg(config))
+    return build_loader(dataset, int(cfg_get(config, f"batch_size_test.{spec_media_type(spec)}")),
+                        int(cfg_get(config, "num_workers", 0)), train=False, collate_fn=mc_collate)
+
+
+def qa_train_loader(config) -> MetaLoader:
+    """QA training loader (one media type)."""
+    specs = as_spec_list(cfg_get(config, "train_file"))
+    dataset = QADataset(specs, TrainTransform(int(cfg_get(config, "image_res", 224))), _video_cfg(config), train=True,
+                        eos=str(cfg_get(config, "eos", "[SEP]")))
+    loader = build_loader(dataset, int(cfg_get(config, f"batch_size.{dataset.media_type}")),
+                          int(cfg_get(config, "num_workers", 0)), train=True, collate_fn=qa_collate,
+                          seed=int(cfg_get(config, "seed", 42)))
+    return MetaLoader({dataset.media_type: loader}, seed=int(cfg_get(config, "seed", 42)))
+
+
+def qa_eval_loader(config, name: str):
+    """QA eval loader, sharded across ranks (spec 3.8)."""
+    spec = list(cfg_get(config, "test_file")[name])
+    dataset = QADataset([spec], TestTransform(int(cfg_get(config, "image_res", 224))), _video_cfg(config), train=False)
+    return build_loader(dataset, int(cfg_get(config, f"batch_size_test.{dataset.media_type}")),
+                        int(cfg_get(config, "num_workers", 0)), train=False, distributed_eval=True)

@@ -1,0 +1,1 @@
+"""Singularity model package: BEiT vision encoder, xbert text/fusion encoder, QA decoder."""

@@ -1,0 +1,246 @@
+"""Synthetic colour x shape clips in the real annotation formats (spec 10.2).
+
+``python -m singularity.synthetic --out DIR`` writes under DIR:
+``videos_images/syn_vid/*.mp4`` (32x32, 8 frames at 2 fps, one coloured shape re-drawn at a random position each
+frame on dark noise), ``videos_images/syn_img/*.png``, ``videos_images/syn_motion/*.mp4`` (a square moving left or
+right), ``anno_pretrain/syn_{img,vid}.json``, ``anno_downstream/syn_*.json``, ``bert_vocab/vocab.txt`` and
+``configs/*.yaml`` (tiny model, absolute paths) for every task.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from common.errors import InputError, run_cli
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (40, 60, 230), "yellow": (230, 220, 30)}
+SHAPES = {"square": (10, 10), "bar": (4, 16), "pole": (16, 4), "ring": (12, 12)}
+TEMPLATES = ["a {c} {s}", "there is a {c} {s}", "a shape of a {c} {s}"]
+QUESTIONS = {"color": "what color is the shape", "shape": "what shape is it"}
+DIRECTIONS = ("left", "right")
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = ["a", "there", "is", "shape", "of", "what", "color", "the", "it", "moving", *COLORS, *SHAPES,
+         *DIRECTIONS]
+VOCAB_SIZE = 64  # = vocab_size of configs/config_bert_tiny.json
+RES, N_FRAMES, FPS = 32, 8, 2
+
+
+def draw_shape(rng: np.random.Generator, color: str, shape: str, res: int = RES) -> np.ndarray:
+    """One RGB frame: noise background 0-40 and the shape at a random position."""
+    frame = rng.integers(0, 41, size=(res, res, 3), dtype=np.uint8)
+    h, w = SHAPES[shape]
+    y, x = int(rng.integers(0, res - h + 1)), int(rng.integers(0, res - w + 1))
+    frame[y:y + h, x:x + w] = COLORS[color]
+    if shape == "ring":
+        frame[y + 3:y + h - 3, x + 3:x + w - 3] = rng.integers(0, 41, size=(h - 6, w - 6, 3), dtype=np.uint8)
+    return frame
+
+
+def draw_motion(rng: np.random.Generator, direction: str, res: int = RES, n: int = N_FRAMES) -> list[np.ndarray]:
+    """Frames of a red 6x6 square moving 3 px per frame left or right."""
+    size, step = 6, 3
+    travel = step * (n - 1)
+    x0 = int(rng.integers(0, res - size - travel + 1))
+    y = int(rng.integers(0, res - size + 1))
+    frames = []
+    for t in range(n):
+        x = x0 + step * t if direction == "right" else x0 + travel - step * t
+        frame = rng.integers(0, 41, size=(res, res, 3), dtype=np.uint8)
+        frame[y:y + size, x:x + size] = COLORS["red"]
+        frames.append(frame)
+    return frames
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = FPS) -> None:
+    """MP4 (mp4v) through OpenCV."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frames[0].shape[1], frames[0].shape[0]))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write {path}")
+    for frame in frames:
+        writer.write(frame[:, :, ::-1].copy())
+    writer.release()
+
+
+def _dump(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1))
+
+
+def tiny_overrides(out: Path) -> dict:
+    """Tiny model of the real architecture (spec 10.1) and CPU-friendly loader settings."""
+    return {
+        "vit_config": "configs/beit_tiny.json", "bert_config": "configs/config_bert_tiny.json",
+        "text_encoder": str(out / "bert_vocab"), "image_res": RES, "embed_dim": 32, "max_txt_l": 12,
+        "batch_size": {"image": 16, "video": 16}, "batch_size_test": {"image": 32, "video": 32},
+        "num_workers": 0, "fp16": False, "device": "cpu", "log_freq": 20, "k_test": 16,
+        "video_input": {"reader": "av", "cache_decoded": 4096},
+        "optimizer": {"lr": 5e-4}, "scheduler": {"warmup_epochs": 0},
+    }
+
+
+def write_configs(out: Path) -> None:
+    """configs/{ret,pretrain,qa,mc,temporal,temporal_1frm,vqa}_syn.yaml from the bundled ones."""
+    from singularity.config import CONFIG_DIR
+
+    d, m = str(out / "anno_downstream"), str(out / "videos_images")
+    roots = {"data_root": m, "anno_root_downstream": d, "anno_root_pt": str(out / "anno_pretrain")}
+    vid = lambda a, root="syn_vid": [f"{d}/{a}", f"{m}/{root}", "video"]  # noqa: E731
+    configs = {
+        "ret_syn": ("ret_msrvtt.yaml", {
+            "train_file": vid("syn_ret_train.json"), "test_file": {"syn_test": vid("syn_ret_test.json")},
+            "test_types": ["syn_test"], "scheduler": {"epochs": 12}}),
+        "pretrain_syn": ("pretrain.yaml", {
+            "train_file": [[f"{roots['anno_root_pt']}/syn_img.json", f"{m}/syn_img"],
+                           [f"{roots['anno_root_pt']}/syn_vid.json", f"{m}/syn_vid", "video"]],
+            "test_file": {"syn_test": vid("syn_ret_test.json")}, "max_txt_l": {"image": 12, "video": 12},
+            "scheduler": {"epochs": 2}}),
+        "qa_syn": ("qa_msrvtt.yaml", {
+            "train_file": [vid("syn_qa_train.json")],
+            "test_file": {"val": vid("syn_qa_val.json"), "test": vid("syn_qa_val.json")},
+            "answer_list": f"{d}/syn_qa_answer_list.json", "max_q_len": 8, "max_a_len": 4, "k_test": 8,
+            "num_decoder_layers": 1, "scheduler": {"epochs": 6, "warmup_epochs": 0}}),
+        "vqa_syn": ("qa_vqa.yaml", {
+            "train_file": [[f"{d}/syn_vqa_train.json", f"{m}/syn_img"]],
+            "test_file": {"minival": [f"{d}/syn_vqa_minival.json", f"{m}/syn_img"]},
+            "answer_list": f"{d}/syn_qa_answer_list.json", "max_q_len": 8, "max_a_len": 4, "k_test": 8,
+            "num_decoder_layers": 1, "scheduler": {"epochs": 2, "warmup_epochs": 0}}),
+        "mc_syn": ("ret_msrvtt_mc.yaml", {
+            "train_file": vid("syn_ret_train.json"), "test_file": {"mc_test": vid("syn_mc_test.json")},
+            "test_types": ["mc_test"], "video_input": {"num_frames_test": 4}}),
+        "temporal_syn": ("ret_ssv2_label.yaml", {
+            "train_file": vid("syn_motion_train.json", "syn_motion"),
+            "test_file": {"motion_test": vid("syn_motion_test.json", "syn_motion")}, "test_types": ["motion_test"],
+            "video_input": {"num_frames": 4, "num_frames_test": 4}, "add_temporal_embed": True,
+            "temporal_vision_encoder": {"enable": True, "num_layers": 1, "update_pooler_embed": True},
+            "eval_offload": False, "scheduler": {"epochs": 8}}),
+        "temporal_1frm_syn": ("ret_ssv2_label.yaml", {
+            "train_file": vid("syn_motion_train.json", "syn_motion"),
+            "test_file": {"motion_test": vid("syn_motion_test.json", "syn_motion")}, "test_types": ["motion_test"],
+            "video_input": {"num_frames": 1, "num_frames_test": 4}, "eval_offload": False, "scheduler": {"epochs": 8}}),
+    }
+    (out / "configs").mkdir(parents=True, exist_ok=True)
+    for name, (base, extra) in configs.items():
+        cfg = OmegaConf.load(CONFIG_DIR / base)
+        cfg = OmegaConf.merge(cfg, roots if "anno_root_pt" in cfg else {k: v for k, v in roots.items()
+                                                                           if k != "anno_root_pt"},
+                              tiny_overrides(out), extra)
+        for key in ("test_file", "train_file"):  # replace, not merge, the bundled data specs
+            if key in extra:
+                cfg[key] = extra[key]
+        OmegaConf.save(cfg, out / "configs" / f"{name}.yaml")
+
+
+def generate(out: str | Path, per_class: int = 12, test_per_class: int = 1, motion_train: int = 48,
+             motion_test: int = 16, seed: int = 0) -> Path:
+    """Write the whole synthetic dataset under ``out``; returns the path."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise InputError(out, "output directory is not empty; refusing to overwrite")
+    rng = np.random.default_rng(seed)
+    pyrng = random.Random(seed)
+    vid_dir, img_dir, mot_dir = (out / "videos_images" / n for n in ("syn_vid", "syn_img", "syn_motion"))
+    for p in (vid_dir, img_dir, mot_dir):
+        p.mkdir(parents=True, exist_ok=True)
+    classes = [(c, s) for c in COLORS for s in SHAPES]
+
+    def make_video(name, c, s):
+        write_video(vid_dir / name, [draw_shape(rng, c, s) for _ in range(N_FRAMES)])
+
+    ret_train, qa_train, pt_vid = [], [], []
+    for c, s in classes:
+        for k in range(per_class):
+            name = f"train_{c}_{s}_{k:02d}.mp4"
+            make_video(name, c, s)
+            for template in TEMPLATES:
+                ret_train.append({"video": name, "caption": template.format(c=c, s=s)})
+            pt_vid.append({"video": name, "caption": pyrng.choice(TEMPLATES).format(c=c, s=s)})
+            qa_train.append({"video": name, "question": QUESTIONS["color"], "answer": c,
+                             "question_id": f"{name}_color"})
+            qa_train.append({"video": name, "question": QUESTIONS["shape"], "answer": s,
+                             "question_id": f"{name}_shape"})
+    ret_test, paragraph, multi, mc, qa_val = [], [], [], [], []
+    captions = {cls: TEMPLATES[0].format(c=cls[0], s=cls[1]) for cls in classes}
+    for c, s in classes:
+        names = []
+        for k in range(test_per_class):
+            name = f"test_{c}_{s}_{k:02d}.mp4"
+            make_video(name, c, s)
+            names.append(name)
+            ret_test.append({"video": name, "caption": captions[(c, s)]})
+            paragraph.append({"video": name, "caption": [captions[(c, s)], TEMPLATES[1].format(c=c, s=s)]})
+            others = pyrng.sample([captions[o] for o in classes if o != (c, s)], 4)
+            answer = pyrng.randrange(5)
+            mc.append({"video": name, "caption": others[:answer] + [captions[(c, s)]] + others[answer:],
+                       "answer": answer})
+            qa_val.append({"video": name, "question": QUESTIONS["color"], "answer": c, "question_id": f"{name}_color"})
+            qa_val.append({"video": name, "question": QUESTIONS["shape"], "answer": s, "question_id": f"{name}_shape"})
+        multi.append({"caption": captions[(c, s)], "video": names})
+    pt_img, vqa_train, vqa_minival = [], [], []
+    for i, (c, s) in enumerate(classes * 4):
+        name = f"img_{i:03d}_{c}_{s}.png"
+        from PIL import Image
+
+        Image.fromarray(draw_shape(rng, c, s)).save(img_dir / name)
+        pt_img.append({"image": name, "caption": pyrng.choice(TEMPLATES).format(c=c, s=s)})
+        target = vqa_minival if i >= len(classes) * 3 else vqa_train
+        target.append({"image": name, "question": QUESTIONS["color"], "answer": [c] * 10 if target is vqa_minival else c,
+                       "question_id": 2 * i, "question_type": "what color is the", "answer_type": "other"})
+        target.append({"image": name, "question": QUESTIONS["shape"], "answer": [s] * 10 if target is vqa_minival else s,
+                       "question_id": 2 * i + 1, "question_type": "what", "answer_type": "other"})
+    motion_train_recs, motion_test_groups = [], {d: [] for d in DIRECTIONS}
+    for split, count in (("train", motion_train), ("test", motion_test)):
+        for k in range(count):
+            direction = DIRECTIONS[k % 2]
+            name = f"{split}_{direction}_{k:03d}.mp4"
+            write_video(mot_dir / name, draw_motion(rng, direction))
+            if split == "train":
+                motion_train_recs.append({"video": name, "caption": f"a square moving {direction}"})
+            else:
+                motion_test_groups[direction].append(name)
+    motion_test_recs = [{"caption": f"a square moving {d}", "video": v} for d, v in motion_test_groups.items()]
+
+    a, pt = out / "anno_downstream", out / "anno_pretrain"
+    _dump(pt / "syn_img.json", pt_img)
+    _dump(pt / "syn_vid.json", pt_vid)
+    _dump(a / "syn_ret_train.json", ret_train)
+    _dump(a / "syn_ret_test.json", ret_test)
+    _dump(a / "syn_ret_test_paragraph.json", paragraph)
+    _dump(a / "syn_ret_test_multi.json", multi)
+    _dump(a / "syn_mc_test.json", mc)
+    _dump(a / "syn_qa_train.json", qa_train)
+    _dump(a / "syn_qa_val.json", qa_val)
+    _dump(a / "syn_qa_answer_list.json", [*COLORS, *SHAPES])
+    _dump(a / "syn_vqa_train.json", vqa_train)
+    _dump(a / "syn_vqa_minival.json", vqa_minival)
+    _dump(a / "syn_motion_train.json", motion_train_recs)
+    _dump(a / "syn_motion_test.json", motion_test_recs)
+    vocab = SPECIALS + WORDS
+    vocab += [f"[unused{i}]" for i in range(VOCAB_SIZE - len(vocab))]
+    (out / "bert_vocab").mkdir(parents=True, exist_ok=True)
+    (out / "bert_vocab" / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    write_configs(out)
+    return out
+
+
+def main(argv=None) -> int:
+    """CLI: ``--out DIR [--per_class N] [--seed S]``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="output directory (must be empty or absent)")
+    parser.add_argument("--per_class", type=int, default=12, help="training videos per colour x shape class (12)")
+    parser.add_argument("--test_per_class", type=int, default=1, help="test videos per class (1 -> 16 test videos)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    args = parser.parse_args(argv)
+    path = generate(args.out, per_class=args.per_class, test_per_class=args.test_per_class, seed=args.seed)
+    print(f"synthetic Singularity data written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

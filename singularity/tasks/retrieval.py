@@ -1,0 +1,121 @@
+"""Retrieval fine-tuning / evaluation (``tasks/retrieval.py CONFIG.yaml key=value ...``, spec 2.3)."""
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the monorepo importable (absolute imports only)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch
+
+from common.distributed import barrier
+from common.errors import run_cli
+from singularity.config import setup_config
+from singularity.data.build import retrieval_eval_loaders, train_meta_loader
+from singularity.engine import (log_wandb, max_text_len, prepare_model, resume_state, save_checkpoint,
+                                setup_output_dir, setup_runtime, setup_wandb, train_one_epoch, write_json)
+from singularity.evaluation import evaluation, itm_eval
+from singularity.models.config_paths import cfg_get
+from singularity.models.tokenizer import TextTokenizer
+from singularity.optim import create_optimizer, create_scheduler
+
+logger = logging.getLogger("singularity")
+
+
+def retrieval_step(tokenizer, config):
+    """Step function: tokenise captions, return the model's loss dict."""
+    def step(model, media_type, batch):
+        media, captions, idx = batch
+        device = next(model.parameters()).device
+        text = {k: v.to(device) for k, v in tokenizer(list(captions), max_text_len(config, media_type)).items()}
+        return model(media.to(device, non_blocking=True), text, idx.to(device))
+    return step
+
+
+def evaluate_all(model, loaders: dict, tokenizer, runtime, config) -> dict:
+    """``{"<name>/": re-ranked metrics, "<name>_emb/": ITC metrics}`` for every loader (spec 2.6)."""
+    results = {}
+    for name, loader in loaders.items():
+        logger.info("Evaluating %s (%d media, %d texts)", name, len(loader.dataset), len(loader.dataset.text))
+        i2t_x, t2i_x, i2t_emb, t2i_emb = evaluation(model, loader, tokenizer, runtime.device, config,
+                                                    runtime.autocast, loader.dataset.media_type)
+        ds = loader.dataset
+        results[f"{name}/"] = itm_eval(i2t_x, t2i_x, ds.txt2img, ds.img2txt)
+        results[f"{name}_emb/"] = itm_eval(i2t_emb, t2i_emb, ds.txt2img, ds.img2txt)
+        scores_path = getattr(config, "_scores_dir", None)
+        if scores_path:
+            torch.save({"i2t": i2t_x, "t2i": t2i_x, "i2t_emb": i2t_emb, "t2i_emb": t2i_emb}, scores_path)
+    for name, metrics in results.items():
+        logger.info("%s %s", name, "  ".join(f"{k}: {v}" for k, v in metrics.items()))
+    return results
+
+
+def run_retrieval(config) -> dict:
+    """Train (unless ``evaluate``) then evaluate; returns the last evaluation results."""
+    runtime = setup_runtime(config)
+    output_dir = setup_output_dir(config)
+    tokenizer = TextTokenizer(str(cfg_get(config, "text_encoder")))
+    evaluate_only = bool(cfg_get(config, "evaluate", False))
+    test_types = list(cfg_get(config, "test_types", []) or list(cfg_get(config, "test_file").keys()))
+    test_loaders = retrieval_eval_loaders(config, test_types)
+    train_loader = None if evaluate_only else train_meta_loader(
+        config, bool(cfg_get(config, "has_multi_vision_gt", False)), bool(cfg_get(config, "is_paragraph_retrieval", False)))
+    if train_loader is not None and len(train_loader.loaders) != 1:
+        raise ValueError("retrieval fine-tuning needs a single media type in train_file")
+    model, wrapped, checkpoint = prepare_model("retrieval", config, runtime, tokenizer)
+    if evaluate_only:
+        results = evaluate_all(model, test_loaders, tokenizer, runtime, config)
+        if output_dir is not None:
+            write_json(output_dir / "eval_res_latest.json", results)
+            write_json(output_dir / "eval_res.json", results)
+        return results
+    setup_wandb(config, runtime, model)
+    optimizer = create_optimizer(wrapped, config)
+    scheduler = create_scheduler(optimizer, config, len(train_loader))
+    start_epoch, global_step = 0, 0
+    if cfg_get(config, "resume", False):
+        start_epoch, global_step = resume_state(checkpoint, optimizer, scheduler, runtime)
+    stop_key = cfg_get(config, "stop_key")
+    best, results = -float("inf"), {}
+    step = retrieval_step(tokenizer, config)
+    for epoch in range(start_epoch, int(cfg_get(config, "scheduler.epochs"))):
+        global_step, _ = train_one_epoch(wrapped, train_loader, optimizer, scheduler, runtime, config, epoch,
+                                         global_step, step, output_dir)
+        results = evaluate_all(model, test_loaders, tokenizer, runtime, config)
+        for name, metrics in results.items():
+            log_wandb(runtime, metrics, global_step, name)
+        if output_dir is not None:
+            write_json(output_dir / "eval_res_latest.json", results)
+            # stop_key None: every epoch counts as better -> ckpt_best is the last epoch (spec 5.5)
+            if stop_key is None or (stop_key in results and results[stop_key]["r_mean"] > best):
+                if stop_key is not None:
+                    best = results[stop_key]["r_mean"]
+                save_checkpoint(output_dir / "ckpt_best.pth", model, optimizer, scheduler, runtime, config,
+                                epoch, global_step)
+                write_json(output_dir / "eval_res_best.json", results)
+        barrier()
+        if cfg_get(config, "debug", False):
+            break
+    if output_dir is not None and cfg_get(config, "eval_after_training", True):
+        sub = copy.deepcopy(config)
+        sub.pretrained_path = str(output_dir / "ckpt_best.pth")
+        sub.evaluate = True
+        sub.resume = False
+        sub.allow_partial = False
+        sub.test_types = list(cfg_get(config, "test_file").keys())
+        sub.output_dir = str(output_dir / "eval_after_training")
+        results = run_retrieval(sub)
+    return results
+
+
+def main(argv=None) -> int:
+    """CLI entry: ``CONFIG.yaml key=value ...``."""
+    run_retrieval(setup_config(sys.argv[1:] if argv is None else argv))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

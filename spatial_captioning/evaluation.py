@@ -1,0 +1,217 @@
+"""Split evaluation (spec 5.4/5.5): XE loss, decoding of one row per image, coco-caption metrics via common.metrics."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from common.errors import InputError
+from spatial_captioning.captions import decode_sequence
+from spatial_captioning.data import DataLoader, model_inputs
+
+DEFAULT_METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr")
+
+
+def load_references(ann_file: str | Path) -> dict[int, list[str]]:
+    """image_id -> raw reference captions from a COCO captions annotation file (spec 3.7)."""
+    path = Path(ann_file)
+    if not path.is_file():
+        raise InputError(path, "COCO captions annotation file not found (--ann_file); for synthetic data it is "
+                               "written by spatial_captioning.synthetic")
+    data = json.loads(path.read_text())
+    if "annotations" not in data:
+        raise InputError(path, "no 'annotations' list", field="annotations")
+    refs: dict[int, list[str]] = {}
+    for i, ann in enumerate(data["annotations"]):
+        if "image_id" not in ann or "caption" not in ann:
+            raise InputError(path, "annotation lacks image_id/caption", record=i, field="caption")
+        refs.setdefault(int(ann["image_id"]), []).append(ann["caption"])
+    return refs
+
+
+def language_eval(predictions: list[dict], ann_file: str | Path, metrics: tuple[str, ...] | None = None,
+                  verbose: bool = True) -> tuple[dict[str, float], dict[int, dict]]:
+    """Overall coco-caption scores and per-image scores; predictions of unknown images are dropped (spec 9.23)."""
+    from common import metrics as cm
+
+    refs = load_references(ann_file)
+    kept = [p for p in predictions if int(p["image_id"]) in refs]
+    if verbose:
+        print(f"Using {len(kept)}/{len(predictions)} predictions")
+    if not kept:
+        return {}, {}
+    preds = {int(p["image_id"]): p["caption"] for p in kept}
+    sub_refs = {i: refs[i] for i in preds}
+    wanted = list(metrics) if metrics else None
+    overall = cm.evaluate(sub_refs, preds, metrics=wanted)
+    per_item = cm.score_items(sub_refs, preds, metrics=wanted)
+    img_to_eval: dict[int, dict] = {i: {"image_id": i, "caption": preds[i]} for i in preds}
+    for name, scores in per_item.items():
+        for i, value in scores.items():
+            img_to_eval[int(i)][name] = float(value)
+    return {k: float(v) for k, v in overall.items()}, img_to_eval
+
+
+@torch.no_grad()
+def eval_split(model: torch.nn.Module, crit: torch.nn.Module | None, loader: DataLoader, eval_kwargs: dict,
+               device: torch.device | str = "cpu") -> tuple[float, list[dict], dict[str, float], dict]:
+    """Return (mean XE loss, predictions, language stats, per-image scores) over the loader's images."""
+    verbose = int(eval_kwargs.get("verbose", 1))
+    verbose_beam = int(eval_kwargs.get("verbose_beam", 1))
+    verbose_loss = int(eval_kwargs.get("verbose_loss", 1))
+    decode_opt = {k: eval_kwargs[k] for k in ("sample_max", "beam_size", "temperature", "decoding_constraint",
+                                              "group_size", "diversity_lambda", "max_ppl") if k in eval_kwargs}
+    was_training = model.training
+    model.eval()
+    s = loader.get_seq_per_img()
+    losses, predictions = [], []
+    vocab = loader.get_vocab()
+    for batch in loader:
+        feats, masks, boxes = model_inputs(batch, device)
+        if crit is not None and verbose_loss:
+            labels = batch["labels"].to(device)
+            logprobs = model(feats, labels, masks, boxes)
+            losses.append(float(crit(logprobs, labels[:, 1:], batch["label_masks"][:, 1:].to(device))))
+        rows = torch.arange(0, feats.size(0), s, device=feats.device)  # one row per image (spec 9.22)
+        seq, _ = model(feats.index_select(0, rows), None if masks is None else masks.index_select(0, rows),
+                       None if boxes is None else boxes.index_select(0, rows), opt=decode_opt, mode="sample")
+        sents = decode_sequence(vocab, seq.cpu().numpy())
+        for k, sent in enumerate(sents):
+            info = batch["infos"][k]
+            entry = {"image_id": info["id"], "caption": sent, "file_path": info["file_path"]}
+            if eval_kwargs.get("dump_path", 0):
+                entry["file_name"] = info["file_path"]
+            predictions.append(entry)
+            if verbose:
+                print(f"image {entry['image_id']}: {sent}")
+            if verbose_beam and decode_opt.get("beam_size", 1) > 1 and hasattr(model, "done_beams"):
+                for beam in model.done_beams[k]:
+                    print(decode_sequence(vocab, beam["seq"].unsqueeze(0).cpu().numpy())[0])
+                print("--------------------")
+    lang_stats: dict[str, float] = {}
+    img_to_eval: dict = {}
+    if int(eval_kwargs.get("language_eval", 0)):
+        lang_stats, img_to_eval = language_eval(predictions, eval_kwargs["ann_file"],
+                                                eval_kwargs.get("lang_metrics"), verbose=bool(verbose))
+    if was_training:
+        model.train()
+    return (float(np.mean(losses)) if losses else 0.0), predictions, lang_stats, img_to_eval
+
+
+ARCH_KEYS = ("caption_model", "ff_size", "num_layers", "input_encoding_size", "img_feat_size", "heads", "num_grids",
+             "use_grid", "use_box", "enc_pos_embedding", "enc_pos_type", "cross_attn", "norm", "ff_activation",
+             "rnn_type", "hidden_size", "vocab_size", "seq_length", "box_trignometric_embedding", "legacy_extra_skip")
+CLI_ONLY = ("id", "batch_size", "beam_size", "start_from", "language_eval", "device")
+
+
+def merge_eval_options(cli: dict, given: set[str], saved: dict) -> dict:
+    """Combine eval.py options with the infos' training options, non-interactively (spec 2.8, 9.10)."""
+    merged = dict(saved)
+    for key, value in cli.items():
+        if key not in saved or key in CLI_ONLY:
+            merged[key] = value
+        elif key in given and value != saved[key]:
+            if key in ARCH_KEYS:
+                print(f"warning: {key} option not consistent ({value!r} vs {saved[key]!r}); the model's value is used")
+            else:
+                print(f"warning: {key} option not consistent with the infos ({saved[key]!r}); using {value!r}")
+                merged[key] = value
+    if not cli.get("id"):
+        merged["id"] = saved.get("id", "")
+    if cli.get("batch_size", 0) <= 0:
+        merged["batch_size"] = saved.get("batch_size", 16)
+    return merged
+
+
+def _warn_overwrite(path: Path) -> None:
+    if path.exists():
+        print(f"overwriting {path}")
+
+
+def run_eval(cli_opt: Any, given: set[str]) -> dict:
+    """eval.py: load infos + weights, decode the split, score it, write vis.json / eval_results / PNGs."""
+    import shutil
+    from types import SimpleNamespace
+
+    from spatial_captioning import models
+    from spatial_captioning.checkpoints import load_infos, load_model_weights
+    from spatial_captioning.data import unk_index
+    from spatial_captioning.losses import LanguageModelCriterion
+    from spatial_captioning.training import pick_device, seed_all
+
+    if not cli_opt.infos_path:
+        raise InputError("--infos_path", "required: the infos_<id>.pkl written next to the model")
+    if not cli_opt.model:
+        raise InputError("--model", "required: the model.pth / model-best.pth state dict")
+    infos = load_infos(cli_opt.infos_path)
+    if "opt" not in infos or "vocab" not in infos:
+        raise InputError(cli_opt.infos_path, "infos has no 'opt'/'vocab' (spec 6.2)", field="opt")
+    opt = SimpleNamespace(**merge_eval_options(vars(cli_opt), given, dict(infos["opt"])))
+    opt.unk_index = unk_index(infos["vocab"])
+    seed_all(getattr(opt, "seed", None))
+    device = pick_device(opt.device)
+    model = models.setup(opt)
+    load_model_weights(model, cli_opt.model, trust=cli_opt.trust_checkpoint)
+    model.to(device)
+    loader = DataLoader(opt, opt.split, length=opt.num_images)
+    loader.set_vocab(infos["vocab"])  # spec 9.16: never rebuild the vocabulary at eval time
+    kwargs = dict(vars(opt), verbose=1)
+    print(f"evaluating split '{opt.split}' with beam_size {opt.beam_size} (sample_max {opt.sample_max})")
+    loss, predictions, lang_stats, img_to_eval = eval_split(model, LanguageModelCriterion(), loader, kwargs, device)
+    print(f"Loss:  {loss}")
+    if lang_stats:
+        print(lang_stats)
+    vis_dir = Path(opt.vis_dir)
+    if opt.dump_json:
+        vis_dir.mkdir(parents=True, exist_ok=True)
+        _warn_overwrite(vis_dir / "vis.json")
+        (vis_dir / "vis.json").write_text(json.dumps(predictions))
+    if opt.dump_images and opt.image_root:
+        (vis_dir / "imgs").mkdir(parents=True, exist_ok=True)
+        for p in predictions:
+            src = Path(opt.image_root) / p["file_path"]
+            if src.is_file():
+                shutil.copy(src, vis_dir / "imgs" / f"{p['image_id']}.jpg")
+    if opt.language_eval and lang_stats:
+        out = Path(opt.eval_results_dir) / f"{opt.id}_{opt.split}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _warn_overwrite(out)
+        out.write_text(json.dumps({"overall": lang_stats, "imgToEval": {str(k): v for k, v in img_to_eval.items()},
+                                   "beam_size": opt.beam_size, "split": opt.split}))
+        if opt.image_root:
+            import pickle
+
+            report = {"overall": lang_stats, "imgToEval": img_to_eval, "predictions": predictions,
+                      "image_root": opt.image_root, "model_id": opt.id, "split": opt.split}
+            with open(Path(opt.eval_results_dir) / f"{opt.id}_{opt.split}_report_data.pkl", "wb") as f:
+                pickle.dump(report, f)
+    if int(getattr(opt, "dump_png", 0)) > 0:
+        dump_pngs(opt, loader, predictions[: int(opt.dump_png)], vis_dir / "png")
+    return {"loss": loss, "predictions": predictions, "lang_stats": lang_stats}
+
+
+def dump_pngs(opt: Any, loader: DataLoader, predictions: list[dict], out_dir: Path) -> list[Path]:
+    """Write one PNG per prediction (image or blank canvas, regions, grid, captions)."""
+    from spatial_captioning.models.spatial_encoding import grid_side
+    from spatial_captioning.visualize import render_caption_png
+
+    by_id = {img["id"]: (ix, img) for ix, img in enumerate(loader.info["images"])}
+    grid = grid_side(opt.num_grids) if getattr(opt, "use_grid", False) else 0
+    paths = []
+    for p in predictions:
+        ix, img = by_id[p["image_id"]]
+        refs = decode_sequence(loader.get_vocab(), loader.captions(ix))
+        size = (img["width"], img["height"]) if "width" in img and "height" in img else None
+        boxes = None
+        box_file = Path(getattr(opt, "input_box_dir", "") or "") / f"{p['image_id']}.npy"
+        if box_file.is_file():
+            boxes = np.load(box_file)
+            if size is None and boxes.size and boxes.max() > 1:
+                size = (float(boxes[:, 2].max()), float(boxes[:, 3].max()))
+        image_path = Path(opt.image_root) / p["file_path"] if getattr(opt, "image_root", "") else None
+        paths.append(render_caption_png(out_dir / f"{p['image_id']}.png", boxes, grid, p["caption"], refs,
+                                        image_path=image_path, size=size, title=f"image {p['image_id']}"))
+    return paths

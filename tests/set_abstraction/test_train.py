@@ -1,0 +1,128 @@
+"""Training loop: checkpoint/log layout, resume bit-identical after a kill, max_step, --evaluate, LR flag."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from common.distributed import init_distributed
+from common.errors import InputError
+from set_abstraction import schedule, train
+from set_abstraction.experiment import AbstractionEmbedding
+
+CPU = init_distributed(device="cpu")
+
+
+@pytest.fixture
+def experiment(make_args):
+    """Function (metadata_dir, workdir, *flags) -> a CPU training experiment."""
+    return lambda syn_dir, work, *extra: AbstractionEmbedding(make_args(syn_dir, work, *extra), CPU, mode="train")
+
+
+def test_checkpoint_and_log_layout(syn_dir, tmp_path, experiment):
+    exp = experiment(syn_dir, tmp_path, "--exp_id", "L", "--lr", "0", "--num_epochs", "5", "--max_step", "1")
+    exp.run()
+    name = "AbstractionEmbedding_L_moments_resnet3d50_1-1_MSE-CE_Adam-0.0_SAM_1-2-3-4"
+    assert exp.name == name
+    ckdir = tmp_path / "ckpt" / "AbstractionEmbedding" / "AbstractionEmbeddingModule"
+    # lr 0: epoch 1 is the best, later ones tie (not best), so epoch 5 gets an _epoch_5 copy.
+    assert sorted(p.name for p in ckdir.glob("*.pth.tar")) == [
+        f"{name}_best.pth.tar", f"{name}_checkpoint.pth.tar", f"{name}_epoch_5.pth.tar"]
+    ckpt = torch.load(ckdir / f"{name}_checkpoint.pth.tar", weights_only=True)
+    assert list(ckpt) == ["epoch", "state_dict", "optimizer", "best_acc1"] and ckpt["epoch"] == 5
+    assert all(k.startswith("module.") for k in ckpt["state_dict"]) and len(ckpt["state_dict"]) == 22
+    assert torch.load(ckdir / f"{name}_best.pth.tar", weights_only=True)["epoch"] == 1
+    # Spec 9.14 (F): _epoch_N holds the state after epoch N, not the start of it.
+    assert torch.load(ckdir / f"{name}_epoch_5.pth.tar", weights_only=True)["epoch"] == 5
+    logdir = tmp_path / "logs" / "AbstractionEmbedding" / "AbstractionEmbeddingModule"
+    main_log = (logdir / f"{name}.txt").read_text()
+    assert main_log.startswith("Epoch: [0][0/1]\tTime ")  # max_step caps the batches (spec 9.7)
+    assert "Max steps reached!" in main_log and "Testing Results: Loss: Epoch: [4][0/2]" in main_log
+    assert (logdir / f"{name}_val.txt").read_text().count("Best top1@abstr: ") == 5
+    records = [json.loads(line) for line in (logdir / f"{name}_metrics.jsonl").read_text().splitlines()]
+    assert {r["mode"] for r in records} == {"train", "train_epoch", "val"}
+    # Spec 9.12: nothing is silently overwritten.
+    with pytest.raises(InputError, match="a run of this name exists"):
+        experiment(syn_dir, tmp_path, "--exp_id", "L", "--lr", "0")
+
+
+def test_max_step_stops_after_n_batches(syn_dir, tmp_path, experiment):
+    exp = experiment(syn_dir, tmp_path, "--num_epochs", "1", "--max_step", "3")
+    exp.run()
+    assert exp.global_step == 3  # the original stopped after batch 0
+
+
+def _final_weights(work):
+    path = next((work / "ckpt").rglob("*_checkpoint.pth.tar"))
+    return torch.load(path, weights_only=True)
+
+
+def test_kill_and_resume_is_bit_identical(syn_dir, tmp_path, experiment, monkeypatch):
+    flags = ("--exp_id", "R", "--num_epochs", "3", "--checkpoint_freq", "5", "--lr_schedule", "legacy")
+    straight = tmp_path / "straight"
+    experiment(syn_dir, straight, *flags).run()
+
+    killed = tmp_path / "killed"
+    real_save = AbstractionEmbedding.save_state
+    calls = {"n": 0}
+
+    def save_then_die(self, *args, **kwargs):
+        real_save(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 6:  # epoch 1, after batch 10 of 16
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(AbstractionEmbedding, "save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        experiment(syn_dir, killed, *flags).run()
+    monkeypatch.setattr(AbstractionEmbedding, "save_state", real_save)
+    rolling = next((killed / "ckpt").rglob("*_checkpoint.pth.tar"))
+    resumed = experiment(syn_dir, killed, *flags, "--resume", str(rolling))
+    assert (resumed.start_epoch, resumed.skip_batches) == (1, 10)
+    resumed.run()
+    a, b = _final_weights(straight), _final_weights(killed)
+    assert a["epoch"] == b["epoch"] == 3 and a["best_acc1"] == b["best_acc1"]
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
+def test_resume_from_original_checkpoint_and_evaluate_flag(syn_dir, tmp_path, experiment, train_argv, capsys):
+    exp = experiment(syn_dir, tmp_path, "--exp_id", "E", "--num_epochs", "1", "--max_step", "2")
+    exp.run()
+    best = next((tmp_path / "ckpt").rglob("*_best.pth.tar"))
+    # Spec 9.8 (F): train.py --evaluate runs the test.py evaluation instead of crashing.
+    assert train.main(train_argv(syn_dir, tmp_path, "--evaluate", "--resume", str(best))) == 0
+    out = capsys.readouterr().out
+    assert "-----Evaluation is finished------" in out and "N = 4 Acc@1 (" in out
+    name = "AbstractionEmbedding_E_moments_resnet3d50_1-1_MSE-CE_Adam-0.003_SAM_1-2-3-4"
+    results = json.loads((tmp_path / "out" / "AbstractionEmbedding" / "AbstractionEmbeddingModule" /
+                          f"{name}_results.json").read_text())
+    assert set(results) >= {"abstraction", "set_completion", "odd_one_out"}
+    from PIL import Image
+
+    with Image.open(tmp_path / "out" / "AbstractionEmbedding" / "AbstractionEmbeddingModule" / f"{name}_example.png") as im:
+        assert im.format == "PNG" and im.size[0] > 800
+
+
+def test_legacy_schedule_flag_reproduces_val_loss_quirk(syn_dir, tmp_path, experiment):
+    exp = experiment(syn_dir, tmp_path, "--num_epochs", "3", "--max_step", "1", "--lr_schedule", "legacy")
+    history = exp.run()
+    expected = schedule.legacy_lr(3e-3, history["val"][-1]["full"], 3)
+    assert exp.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+    default = experiment(syn_dir, tmp_path / "d", "--num_epochs", "3", "--max_step", "1")
+    default.run()
+    assert default.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine reached T_max
+
+
+def test_non_default_scales_train(syn_dir, tmp_path, experiment):
+    exp = experiment(syn_dir, tmp_path, "--num_epochs", "1", "--max_step", "1", "-s", "2", "3", "4")
+    history = exp.run()
+    assert "top1@abstr_1" not in history["val"][0] and "top1@abstr_2" in history["val"][0]
+    exp4 = experiment(syn_dir, tmp_path / "s4", "--num_epochs", "1", "--max_step", "1", "-s", "4",
+                      "--return_metric", "top1@abstr_4")
+    assert exp4.model.output_subsets(4) == [(0, 1, 2, 3)]  # label offset 14, not the original's 15
+    val = exp4.run()["val"][0]
+    assert sorted(k for k in val if k.startswith("top")) == ["top1@abstr", "top1@abstr_4", "top5@abstr",
+                                                             "top5@abstr_4"]
+    assert val["top1@abstr"] == val["top1@abstr_4"]

@@ -1,0 +1,90 @@
+"""Training: exact resume, torchrun on CPU, step count, refused flags and options (pitfalls 14-16, 19-20)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from visualcomet.scripts import run_finetuning
+from visualcomet.scripts.run_finetuning import build_parser
+from visualcomet.training import train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _weights(d: Path) -> dict[str, torch.Tensor]:
+    return torch.load(d / "pytorch_model.bin", weights_only=True)
+
+
+def test_kill_and_resume_is_bit_identical(vc_data, vc_train_argv, tmp_path):
+    full = tmp_path / "full"
+    res = train(build_parser().parse_args(vc_train_argv(vc_data, full, "--save_steps", "3", steps=7)))
+    assert res["global_step"] == 7  # exactly --max_steps (pitfall 16 fixed)
+    part = tmp_path / "part"
+    argv = vc_train_argv(vc_data, part, "--save_steps", "3", steps=7)
+    assert train(build_parser().parse_args(argv), _stop_after=4) == {"stopped_at": 4}  # "killed" after step 4
+    train(build_parser().parse_args(argv + ["--resume"]))  # resumes from the step-3 checkpoint
+    a, b = _weights(full), _weights(part)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(p.name for p in full.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    metrics = json.loads((full / "metrics.json").read_text())
+    assert {"perplexity_0_3", "loss_0_3", "perplexity_inference", "loss_inference"} <= set(metrics)
+    log = [json.loads(line) for line in (full / "train_log.jsonl").read_text().splitlines()]
+    assert any("loss" in r and "lr" in r for r in log) and any("eval_loss" in r for r in log)
+    assert (full / "checkpoint-3" / "added_tokens.json").is_file()
+
+
+def test_torchrun_two_processes_cpu(vc_data, vc_train_argv, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           str(REPO / "visualcomet" / "scripts" / "run_finetuning.py"),
+           *vc_train_argv(vc_data, out, "--per_gpu_eval_batch_size", "48", steps=3)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=REPO / "visualcomet", capture_output=True, text=True, timeout=500, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "metrics.json").read_text())["perplexity_inference"] > 1.0
+    assert (out / "pytorch_model.bin").is_file()
+
+
+def test_mode_all_and_options(vc_data, vc_train_argv, tmp_path):
+    res = train(build_parser().parse_args(vc_train_argv(
+        vc_data, tmp_path / "all", "--mode", "all", "--use_bbox", "--no_subject_ids", "--eval_all_batches",
+        "--cache_dir", str(tmp_path / "not" / "yet"), steps=2)))
+    assert res["global_step"] == 2
+    cfg = json.loads((tmp_path / "all" / "config.json").read_text())
+    assert cfg["use_bbox"] is True and cfg["use_subject_ids"] is False and cfg["max_event"] > 0
+    assert any((tmp_path / "not" / "yet").iterdir())  # --cache_dir created (pitfall 19)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--use_obj_loss"], "--use_obj_loss"),
+    (["--mlm"], "--mlm"),
+    (["--no_text", "--mode", "all"], "--no_text"),
+    (["--fp16_opt_level", "O2"], "--fp16_opt_level"),
+    (["--do_train", "false"], "--do_train"),
+])
+def test_refused_flags_are_one_line(vc_data, vc_train_argv, tmp_path, capsys, flags, message):
+    from common.errors import run_cli
+
+    with pytest.raises(SystemExit) as err:
+        run_cli(run_finetuning.main, vc_train_argv(vc_data, tmp_path / "x", *flags))
+    assert err.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and message in line
+
+
+def test_output_dir_not_overwritten_and_bool_flags(vc_data, vc_train_argv, tmp_path):
+    from common.errors import InputError
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(InputError, match="overwrite_output_dir"):
+        train(build_parser().parse_args(vc_train_argv(vc_data, out, steps=1)))
+    args = build_parser().parse_args(vc_train_argv(vc_data, out, "--do_eval", "False"))
+    assert args.do_eval is False  # proper booleans (pitfall 15)

@@ -1,0 +1,209 @@
+"""Decoding for VisualCOMET (spec 4.7): nucleus sampling with a KV cache over batched prompts, and beam search.
+
+Every prompt has the same length (fixed segment layout), so prompts batch without padding. By default each prompt
+gets its own generator seeded with ``seed`` - the original re-seeded before every prompt (pitfall 8, K), so batched
+and one-by-one generation give the same samples. ``shared_stream=True`` (O) draws all prompts from one generator.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from visualcomet.model import VisualCometLMHead
+
+VISUAL_KEYS = ("img_feats", "boxes_mask", "person_ids", "subject_ids", "boxes")
+
+
+def top_k_top_p_filtering(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0,
+                          filter_value: float = -float("inf")) -> torch.Tensor:
+    """Original filter: drop logits below the k-th largest, then keep token i iff the mass before it is < top_p."""
+    logits = logits.clone()
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits[logits < kth] = filter_value
+    if top_p > 0.0:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
+        probs = F.softmax(sorted_logits, dim=-1)
+        mass_before = torch.cumsum(probs, dim=-1) - probs
+        remove_sorted = mass_before >= top_p
+        remove_sorted[..., 0] = False
+        remove = remove_sorted.scatter(-1, sorted_idx, remove_sorted)
+        kept = F.softmax(logits.masked_fill(remove, filter_value), dim=-1)
+        logits = torch.log(kept).masked_fill(remove, filter_value)
+    return logits
+
+
+def _repeat(visual: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+    return {k: v.repeat_interleave(n, dim=0) for k, v in visual.items() if k in VISUAL_KEYS}
+
+
+@torch.no_grad()
+def sample_sequence(model: VisualCometLMHead, prompts: torch.Tensor, visual: dict[str, torch.Tensor] | None,
+                    length: int = 20, num_samples: int = 5, temperature: float = 1.0, top_k: int = 0,
+                    top_p: float = 0.9, seed: int = 42, shared_stream: bool = False,
+                    generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
+    """(B*num_samples, length) sampled token ids; rows of prompt b are b*num_samples .. (b+1)*num_samples-1."""
+    model.eval()
+    B, P = prompts.shape
+    device = prompts.device
+    ids = prompts.repeat_interleave(num_samples, dim=0)
+    vis = _repeat(visual, num_samples) if visual else {}
+    if shared_stream:
+        gens = [generator if generator is not None else torch.Generator(device=device).manual_seed(seed)] * B
+    else:
+        gens = [torch.Generator(device=device).manual_seed(seed) for _ in range(B)]
+    out = model(ids, **vis, use_cache=use_cache)
+    past, generated = out["past_key_values"], []
+    for step in range(length):
+        logits = out["logits"][:, -1, :].float() / (temperature if temperature > 0 else 1.0)
+        filtered = top_k_top_p_filtering(logits, top_k=top_k, top_p=top_p)
+        probs = F.softmax(filtered, dim=-1)
+        nxt = torch.cat([torch.multinomial(probs[b * num_samples:(b + 1) * num_samples], 1, generator=gens[b])
+                         for b in range(B)])
+        generated.append(nxt)
+        if step == length - 1:
+            break
+        if use_cache:
+            out = model(nxt, past_key_values=past, use_cache=True, position_offset=P + step)
+            past = out["past_key_values"]
+        else:
+            out = model(torch.cat([ids] + generated, dim=1), **vis)
+    return torch.cat(generated, dim=1)
+
+
+def finish_generations(tokens: torch.Tensor, e_in_id: int, eot_id: int) -> torch.Tensor:
+    """Force the last token to <|e_in|> and blank everything after the first <|e_in|> (spec 4.7 step 4)."""
+    tokens = tokens.clone()
+    tokens[:, -1] = e_in_id
+    first = (tokens == e_in_id).float().argmax(dim=1)
+    after = torch.arange(tokens.shape[1], device=tokens.device)[None, :] > first[:, None]
+    tokens[after] = eot_id
+    return tokens
+
+
+@torch.no_grad()
+def beam_search(model: VisualCometLMHead, prompt: torch.Tensor, visual: dict[str, torch.Tensor] | None,
+                num_beams: int = 5, length: int = 20, e_in_id: int = 0, length_penalty: float = 1.0,
+                num_return: int | None = None) -> list[list[int]]:
+    """Beam search for one prompt (P,) with its visual tensors repeated per beam (pitfall 13 F).
+
+    Scores follow transformers 2.4.1 ``BeamHypotheses``: sum log-prob / (full length ** length_penalty),
+    2*num_beams candidates per step, hypotheses end at <|e_in|>, no early stopping.
+    Returns up to ``num_return`` (default num_beams) generated continuations, best first.
+    """
+    model.eval()
+    num_return = num_return or num_beams
+    P = prompt.shape[0]
+    ids = prompt[None].repeat(num_beams, 1)
+    vis = _repeat(visual, num_beams) if visual else {}
+    scores = torch.full((num_beams,), -1e9, device=prompt.device)
+    scores[0] = 0.0
+    hyps: list[tuple[float, list[int]]] = []
+    out = model(ids, **vis, use_cache=True)
+    past = out["past_key_values"]
+    seqs: list[list[int]] = [[] for _ in range(num_beams)]
+
+    def worst() -> float:
+        return min(s for s, _ in hyps) if len(hyps) >= num_beams else -float("inf")
+
+    for step in range(length):
+        logp = F.log_softmax(out["logits"][:, -1, :].float(), dim=-1) + scores[:, None]
+        V = logp.shape[-1]
+        top, idx = torch.topk(logp.view(-1), 2 * num_beams)
+        new_seqs, new_scores, beam_idx, tokens = [], [], [], []
+        for s, flat in zip(top.tolist(), idx.tolist()):
+            b, tok = divmod(flat, V)
+            if tok == e_in_id:
+                score = s / (P + len(seqs[b])) ** length_penalty  # 2.4.1 scores the hypothesis without eos
+                if len(hyps) < num_beams or score > worst():
+                    hyps.append((score, seqs[b] + [tok]))
+                    hyps.sort(key=lambda h: -h[0])
+                    del hyps[num_beams:]
+            else:
+                new_seqs.append(seqs[b] + [tok])
+                new_scores.append(s)
+                beam_idx.append(b)
+                tokens.append(tok)
+            if len(new_seqs) == num_beams:
+                break
+        best_possible = float(top.max()) / (P + step) ** length_penalty
+        if len(hyps) >= num_beams and worst() >= best_possible:
+            break
+        seqs = new_seqs
+        scores = torch.tensor(new_scores, device=prompt.device)
+        if step == length - 1:
+            break
+        past.reorder_cache(torch.tensor(beam_idx, device=prompt.device))
+        out = model(torch.tensor(tokens, device=prompt.device)[:, None], past_key_values=past, use_cache=True,
+                    position_offset=P + step)
+        past = out["past_key_values"]
+    for s, seq in zip(scores.tolist(), seqs):
+        score = s / (P + len(seq)) ** length_penalty
+        if len(hyps) < num_beams or score > worst():
+            hyps.append((score, seq))
+            hyps.sort(key=lambda h: -h[0])
+            del hyps[num_beams:]
+    return [seq for _, seq in hyps[:num_return]]
+
+
+def generation_output(record: dict[str, Any], generations: list[str]) -> dict[str, Any]:
+    """One element of the output JSON (spec 2.3): annotation fields, relation, event_idx, generations."""
+    skip = {"intent", "before", "after", "event_name", "inference_text", "inference_text_name", "person2name",
+            "name2person", "inference_relation", "event_idx"}
+    out = {k: v for k, v in record.items() if k not in skip}
+    out["inference_relation"] = record["inference_relation"]
+    out["event_idx"] = record["event_idx"]
+    out["generations"] = generations
+    return out
+
+
+def layout_from_config(config: Any, max_seq_len: int) -> "vdata.Layout":
+    """Segment lengths stored in the model config (fallbacks 39/22/23 of the original loaders)."""
+    from visualcomet import data as vdata
+
+    return vdata.Layout(getattr(config, "max_event", vdata.DEFAULT_MAX_EVENT),
+                        getattr(config, "max_place", vdata.DEFAULT_MAX_PLACE),
+                        getattr(config, "max_inference", vdata.DEFAULT_MAX_INFERENCE), max_seq_len)
+
+
+def generate_split(model: VisualCometLMHead, tokenizer: Any, paths: Any, split: str, max_seq_len: int = 128,
+                   include_image: bool = True, include_text: bool = True, use_all_dets: bool = False,
+                   relations: tuple[str, ...] = ("intent", "before", "after"), length: int = 20,
+                   temperature: float = 1.0, top_k: int = 0, top_p: float = 0.9, do_sample: bool = True,
+                   num_samples: int = 5, batch_size: int = 1, seed: int = 42, shared_stream: bool = False,
+                   device: torch.device | str = "cpu", cache_dir: str | None = None, cache_postfix: str | None = None,
+                   overwrite_cache: bool = False) -> list[dict[str, Any]]:
+    """Generations for every (annotation, relation) of ``split`` in the original output order (spec 2.3)."""
+    from common.distributed import progress
+    from visualcomet import data as vdata
+
+    layout = layout_from_config(model.config, max_seq_len)
+    examples, records = vdata.build_generation_data(paths, tokenizer, layout, split, include_text, cache_dir,
+                                                    cache_postfix, overwrite_cache)
+    keep = [i for i, r in enumerate(records) if r["inference_relation"] in relations]
+    ds = vdata.VCGDataset(records, examples, None, tokenizer, paths, include_image, use_all_dets)
+    e_in = tokenizer.convert_tokens_to_ids("<|e_in|>")
+    length = min(length, model.config.n_positions) if length >= 0 else model.config.n_positions
+    generator = torch.Generator(device=device).manual_seed(seed) if shared_stream else None
+    outputs: list[dict[str, Any]] = []
+    model.eval()
+    step = batch_size if do_sample else 1
+    for s in progress(range(0, len(keep), step), desc=f"generate {split}"):
+        idx = keep[s:s + step]
+        batch = {k: v.to(device) for k, v in vdata.collate([ds[i] for i in idx]).items()}
+        visual = {k: batch[k] for k in VISUAL_KEYS if k in batch} or None
+        if do_sample:
+            toks = sample_sequence(model, batch["input_ids"], visual, length, num_samples, temperature, top_k, top_p,
+                                   seed, shared_stream, generator)
+            toks = finish_generations(toks, e_in, tokenizer.eot_id).view(len(idx), num_samples, -1).tolist()
+        else:
+            beams = beam_search(model, batch["input_ids"][0], visual, num_beams=num_samples, length=length,
+                                e_in_id=e_in)
+            toks = [[b + [e_in] for b in beams]]
+        for i, rows in zip(idx, toks):
+            rec = records[i]
+            gens = [vdata.replace_names(tokenizer.decode(row), rec["name2person"]) for row in rows]
+            outputs.append(generation_output(rec, gens))
+    return outputs

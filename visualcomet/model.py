@@ -1,0 +1,229 @@
+"""VisualCOMET model: transformers' GPT2LMHeadModel plus the visual embedding path of spec 4.4.
+
+Visual vectors ``LN(ReLU(Linear(Dropout(feat)))) [+ box embedding] + wte[person_id] + subject_embed[subject_id]``
+overwrite the token embeddings at positions 1..nb_max; the sequence then runs through an unmodified GPT-2 with
+absolute positions 0..L-1 and no attention mask (pitfall 4, K). Parameter names match the original checkpoint
+(``transformer.detector.*``, ``transformer.subject_embed``) so ``convert.py`` only drops the causal-mask buffers.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from common.errors import InputError
+
+WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
+VC_CONFIG_KEYS = ("max_event", "max_place", "max_inference", "use_person_ids", "use_subject_ids", "use_bbox")
+
+
+def make_config(vocab_size: int = 50317, n_layer: int = 12, n_head: int = 12, n_embd: int = 768,
+                n_positions: int = 1024, feature_dim: int = 2048, max_event: int = 39, max_place: int = 22,
+                max_inference: int = 23, use_person_ids: bool = True, use_subject_ids: bool = True,
+                use_bbox: bool = False, **kwargs: Any) -> GPT2Config:
+    """A GPT2Config carrying the VisualCOMET keys (defaults = the released gpt2-small model)."""
+    return GPT2Config(vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=n_positions,
+                      feature_dim=feature_dim, max_event=max_event, max_place=max_place, max_inference=max_inference,
+                      use_person_ids=use_person_ids, use_subject_ids=use_subject_ids, use_bbox=use_bbox,
+                      bos_token_id=None, eos_token_id=None, **kwargs)
+
+
+class VisualDetector(nn.Module):
+    """``SimpleDetector`` of the original: projects RoI features (and optionally boxes) to the GPT-2 width."""
+
+    def __init__(self, feature_dim: int, n_embd: int, use_bbox: bool = False, dropout: float = 0.1):
+        super().__init__()
+        self.obj_downsample = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, n_embd), nn.ReLU())
+        if use_bbox:
+            self.bbox_upsample = nn.Sequential(nn.Dropout(dropout), nn.Linear(4, n_embd), nn.ReLU())
+        # Created but never used in forward by the original (kept so its checkpoint loads strictly).
+        self.regularizing_predictor = nn.Linear(feature_dim, 91)
+        self.ln_f = nn.LayerNorm(n_embd, eps=1e-12)
+        self.use_bbox = use_bbox
+
+    def forward(self, feats: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """(M, D) packed features [+ (M, 4) pixel boxes] -> (M, n_embd)."""
+        v = self.ln_f(self.obj_downsample(feats))
+        if self.use_bbox:
+            v = v + self.ln_f(self.bbox_upsample(boxes))
+        return v
+
+
+class VisualCometLMHead(GPT2LMHeadModel):
+    """``GPT2VisionAttentiveLMHead``: GPT-2 LM whose image-slot embeddings are replaced by visual vectors."""
+
+    def __init__(self, config: GPT2Config):
+        super().__init__(config)
+        feature_dim = getattr(config, "feature_dim", 2048)
+        self.transformer.detector = VisualDetector(feature_dim, config.n_embd, bool(getattr(config, "use_bbox", False)))
+        if getattr(config, "use_subject_ids", True):
+            self.transformer.subject_embed = nn.Embedding(2, config.n_embd)
+        self._init_visual(self.transformer.detector)
+        if hasattr(self.transformer, "subject_embed"):
+            self._init_visual(self.transformer.subject_embed)
+        # Pitfall 5 (O): the original zero-fills unused slots up to the batch maximum; False keeps wte[<eot>].
+        self.zero_fill_visual_slots = True
+
+    def _init_visual(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        for m in module.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)) and m.weight.device.type != "meta":
+                nn.init.normal_(m.weight, 0.0, std)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm) and m.weight.device.type != "meta":
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def visual_embeddings(self, img_feats: torch.Tensor, boxes_mask: torch.Tensor, person_ids: torch.Tensor,
+                          subject_ids: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, nb_max, n_embd) visual vectors, zero-padded beyond each example's valid boxes (spec 4.4)."""
+        valid = boxes_mask.bool()
+        nb_max = int(valid.sum(1).max().item()) if valid.numel() else 0
+        B = img_feats.shape[0]
+        out = img_feats.new_zeros(B, nb_max, self.config.n_embd)
+        if nb_max == 0:
+            return out
+        v = self.transformer.detector(img_feats[valid], boxes[valid] if boxes is not None else None)
+        if getattr(self.config, "use_person_ids", True):
+            v = v + self.transformer.wte(person_ids[valid])
+        if getattr(self.config, "use_subject_ids", True):
+            v = v + self.transformer.subject_embed(subject_ids[valid])
+        slot = torch.cumsum(valid.long(), 1) - 1
+        out[valid.nonzero(as_tuple=True)[0], slot[valid]] = v.to(out.dtype)
+        return out
+
+    def embed(self, input_ids: torch.Tensor, img_feats: torch.Tensor | None = None,
+              boxes_mask: torch.Tensor | None = None, person_ids: torch.Tensor | None = None,
+              subject_ids: torch.Tensor | None = None, boxes: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings with the image slot (positions 1..nb_max) overwritten by visual vectors."""
+        emb = self.transformer.wte(input_ids)
+        if img_feats is None:
+            return emb
+        if subject_ids is None:
+            subject_ids = torch.zeros_like(person_ids)
+        vis = self.visual_embeddings(img_feats, boxes_mask, person_ids, subject_ids, boxes)
+        nb = vis.shape[1]
+        if nb == 0:
+            return emb
+        if not self.zero_fill_visual_slots:
+            keep = boxes_mask[:, :nb].bool().unsqueeze(-1)
+            vis = torch.where(keep, vis, emb[:, 1:1 + nb])
+        return torch.cat([emb[:, :1], vis.to(emb.dtype), emb[:, 1 + nb:]], dim=1)
+
+    def forward(self, input_ids: torch.Tensor, img_feats: torch.Tensor | None = None,
+                boxes_mask: torch.Tensor | None = None, person_ids: torch.Tensor | None = None,
+                subject_ids: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, past_key_values: Any = None, use_cache: bool = False,
+                position_offset: int = 0, **_: Any) -> dict[str, Any]:
+        """Logits (B, L, V), the token-mean LM loss when ``labels`` are given, and the KV cache when asked."""
+        # The image slot only exists in the first chunk; cached continuation steps embed plain tokens.
+        emb = self.embed(input_ids, img_feats if position_offset == 0 else None, boxes_mask, person_ids,
+                         subject_ids, boxes)
+        L = input_ids.shape[1]
+        position_ids = torch.arange(position_offset, position_offset + L, device=input_ids.device).unsqueeze(0)
+        out = self.transformer(inputs_embeds=emb, position_ids=position_ids.expand(input_ids.shape[0], -1),
+                               past_key_values=past_key_values, use_cache=use_cache)
+        logits = self.lm_head(out.last_hidden_state)
+        result = {"logits": logits, "past_key_values": out.past_key_values if use_cache else None}
+        if labels is not None:
+            result["loss"] = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                                             labels[:, 1:].reshape(-1), ignore_index=-100)
+        return result
+
+
+def sequence_scores(logits: torch.Tensor, labels: torch.Tensor, original_denominator: bool = True) -> torch.Tensor:
+    """Per-sequence rank score exp(sum CE / n) (spec 4.6); n = #labelled + 1 like the original (pitfall 11 K/O)."""
+    ce = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels[:, 1:], ignore_index=-100, reduction="none")
+    n_lab = (labels[:, 1:] != -100).sum(1).float()
+    denom = n_lab + 1 if original_denominator else n_lab.clamp(min=1)
+    return torch.exp(ce.sum(1) / denom)
+
+
+# ---------------------------------------------------------------------------------------------------- load / save
+def load_config(directory: str | os.PathLike) -> GPT2Config:
+    """Read a (2.4.1 or current) GPT-2 config.json with the VisualCOMET keys."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise InputError(path, "model config not found")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"not valid JSON: {err}") from None
+    # 2.4.1 keys with no meaning here (and defaults that conflict with 5.x validation).
+    for k in ("eos_token_ids", "bos_token_id", "eos_token_id", "pad_token_id", "architectures"):
+        raw.pop(k, None)
+    raw.setdefault("feature_dim", 2048)
+    return GPT2Config(**{**raw, "bos_token_id": None, "eos_token_id": None})
+
+
+def save_pretrained(model: VisualCometLMHead, directory: str | os.PathLike, tokenizer=None,
+                    training_args: dict | None = None) -> Path:
+    """Write config.json + pytorch_model.bin (flat, original key layout incl. the tied lm_head) [+ tokenizer]."""
+    from common.checkpoint import atomic_torch_save, atomic_write_text
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = model.config.to_dict()
+    cfg["architectures"] = ["GPT2VisionAttentiveLMHead"]
+    atomic_write_text(directory / "config.json", json.dumps(cfg, indent=2, sort_keys=True, default=str))
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    atomic_torch_save(state, directory / "pytorch_model.bin")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    if training_args is not None:
+        atomic_write_text(directory / "training_args.json", json.dumps(training_args, indent=2, default=str))
+    return directory
+
+
+def load_pretrained(directory: str | os.PathLike, config_name: str | None = None, trust: bool = False,
+                    require_weights: bool = False, overrides: dict[str, Any] | None = None,
+                    vocab_size: int | None = None) -> tuple[VisualCometLMHead, bool]:
+    """Build the model from a checkpoint directory (released 2.4.1 layout or ours); returns (model, weights_loaded).
+
+    A plain GPT-2 directory (no visual keys) loads its GPT-2 weights, initialises the visual modules and resizes the
+    vocabulary to ``vocab_size``. A directory holding only config + tokenizer gives a randomly initialised model
+    (no hub download is possible here).
+    """
+    from common.checkpoint import load_state_dict_strict
+    from visualcomet.convert import convert_state_dict, read_weights
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(directory, "model directory not found (--model_name_or_path must be a local directory: "
+                                    "hub downloads are not available)")
+    config = load_config(config_name or directory)
+    for k, v in (overrides or {}).items():
+        setattr(config, k, v)
+    weights = next((directory / f for f in WEIGHT_FILES if (directory / f).is_file()), None)
+    if weights is None:
+        if require_weights:
+            raise InputError(directory, "no pytorch_model.bin or model.safetensors in the model directory")
+        if vocab_size is not None:
+            config.vocab_size = vocab_size
+        return VisualCometLMHead(config), False
+    state = read_weights(weights, trust=trust)
+    if state and not any(k.startswith("transformer.") for k in state):
+        state = {("transformer." + k if k != "lm_head.weight" else k): v for k, v in state.items()}
+    state = convert_state_dict(state, config)
+    config.vocab_size = int(state["transformer.wte.weight"].shape[0])
+    model = VisualCometLMHead(config)
+    if any(k.startswith("transformer.detector.") for k in state):
+        load_state_dict_strict(model, state, strict=True, source=weights)
+    else:  # hub-style GPT-2: every GPT-2 key must fit; the visual modules keep their fresh initialisation
+        report = load_state_dict_strict(model, state, strict=False, source=weights)
+        bad = report.unexpected + [k for k, _, _ in report.mismatched] + [
+            k for k in report.missing if not k.startswith(("transformer.detector.", "transformer.subject_embed."))]
+        if bad:
+            raise InputError(weights, f"does not fit a GPT-2 model: {bad[:10]}")
+    model.tie_weights()
+    if vocab_size is not None and vocab_size != config.vocab_size:
+        model.resize_token_embeddings(vocab_size, mean_resizing=False)
+        model.config.vocab_size = vocab_size
+    return model, True
