@@ -9,7 +9,6 @@ import os
 import re
 from pathlib import Path
 
-import torch
 
 from common.errors import InputError
 from clip4idc.convert import load_into, read_state_dict, to_model_layout

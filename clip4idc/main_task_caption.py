@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from common.errors import run_cli
 from clip4idc.params import build_parser, check_args
-from clip4idc.train import run
 
 TASK = "caption"
 
@@ -15,6 +14,8 @@ TASK = "caption"
 def main(argv=None) -> int:
     """Parse the original flags and run the stage."""
     args = check_args(build_parser(TASK).parse_args(argv), TASK)
+    from clip4idc.train import run  # after parsing, so --help stays instant
+
     run(args, TASK)
     return 0
 

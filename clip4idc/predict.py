@@ -11,7 +11,6 @@ from the weights (then pass --intra_num_hidden_layers / --decoder_model if they 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 from pathlib import Path
 

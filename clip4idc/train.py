@@ -3,25 +3,22 @@ main_task_caption.py run. One process or torchrun (gloo on CPU, nccl on GPU)."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
 import os
-import random
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from common.checkpoint import CheckpointManager, atomic_torch_save, atomic_write_json, restore_rng_state
+from common.checkpoint import CheckpointManager, atomic_torch_save, atomic_write_json
 from common.distributed import (barrier, cleanup, init_distributed, is_main_process, make_sampler, progress,
                                 seed_everything, wrap_model)
 from common.errors import InputError
-from clip4idc.convert import new_to_original, read_state_dict
+from clip4idc.convert import new_to_original
 from clip4idc.data import ClevrChange, Sampler, build_dataset
 from clip4idc.data.common import read_json
 from clip4idc.data.ier import SPLIT_FILES, ier_gt
@@ -175,7 +172,8 @@ def write_visuals(model, vis: list[dict], refs: dict[str, list[str]], out_dir: P
         aft = torch.from_numpy(item["aft"])[None].to(device)
         with torch.no_grad():
             _, _, attn = model.encode_pair(bef, aft, return_attention=True)
-        paths.append(save_pair_png(out_dir / f"{item['id'].replace('/', '_')}.png", item["bef"], item["aft"],
+        stem = item["id"].replace("/", "_").replace(".png", "")
+        paths.append(save_pair_png(out_dir / f"{stem}.png", item["bef"], item["aft"],
                                    item["generated"], refs.get(item["id"]), attn[0].float().cpu().numpy(), grid,
                                    title=item["id"]))
     if vis:
@@ -227,6 +225,11 @@ def _check_output_dir(args) -> Path:
     return out
 
 
+def seeding_enabled(args, task: str) -> bool:
+    """Always seed (spec 9.4 fix) unless --seed_only_clevr asks for the original's unseeded Spot captioning."""
+    return not (task == "caption" and getattr(args, "seed_only_clevr", False) and args.datatype != "clevr")
+
+
 def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
     """Train and/or evaluate the `task` stage as configured by `args`; returns the best/last metrics.
 
@@ -240,8 +243,7 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
             log.info("--%s=%s is overwritten from the launcher", name, getattr(args, name))
     args.world_size, args.rank, args.local_rank, args.n_gpu = info.world_size, info.rank, info.local_rank, info.world_size
     torch.set_flush_denormal(True)  # spec 10: a tiny CPU run slows ~25x without it
-    seed = not (task == "caption" and getattr(args, "seed_only_clevr", False) and args.datatype != "clevr")
-    if seed:
+    if seeding_enabled(args, task):
         seed_everything(args.seed, rank_aware=True)
         os.environ["PYTHONHASHSEED"] = str(args.seed)
     if args.batch_size % (info.world_size * args.gradient_accumulation_steps):
@@ -274,12 +276,16 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
         log.info("***** Running %s *****", eval_subset)
         log.info("  Num examples = %d", len(eval_set))
 
+    metric_names = [m.strip() for m in getattr(args, "caption_metrics", "").split(",") if m.strip()]
+    score_name = "R1" if task == "retrieval" else "CIDEr" if "CIDEr" in metric_names else \
+        "Bleu_4" if any(m.lower() == "bleu" for m in metric_names) else metric_names[0]
+
     def evaluate(tag):
         if task == "retrieval":
             m = eval_retrieval(model, eval_set, args, device, log)
             return m, m["R1"]
         m = eval_caption(model, eval_set, args, device, tokenizer, log, tag)
-        return m, m.get("CIDEr", 0.0)
+        return m, m[score_name] if score_name in m else 0.0
 
     if not args.do_train:
         if is_main_process():
@@ -336,7 +342,7 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
                 model.clip.clamp_logit_scale()
                 global_step += 1
                 if global_step % args.n_display == 0:
-                    lrs = "-".join(sorted({"%.9f" % lr for lr in optimizer.schedule_lrs()}))
+                    lrs = "-".join(sorted({"%.9f" % (lr + 0.0) for lr in optimizer.schedule_lrs()}))
                     sec = (time.time() - start) / (step + 1)
                     log.info("Epoch: %d/%s, Step: %d/%d, Lr: %s, Loss: %f, Time/step: %f", epoch + 1, args.epochs,
                              step + 1, len(loader), lrs, float(loss.detach()), sec)
@@ -357,7 +363,7 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
                 best_score, best_file, stale = score, str(model_file), 0
             else:
                 stale += 1
-            log.info("The best model is: %s, the %s is: %.4f", best_file, "R1" if task == "retrieval" else "CIDEr", best_score)
+            log.info("The best model is: %s, the %s is: %.4f", best_file, score_name, best_score)
             with open(metrics_log, "a") as f:
                 f.write(json.dumps({"epoch": epoch, "step": global_step, "train_loss": train_loss,
                                     "eval": last_metrics}) + "\n")

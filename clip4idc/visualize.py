@@ -28,15 +28,19 @@ def save_pair_png(path: str | Path, bef: np.ndarray, aft: np.ndarray, generated:
     show_attn = attention is not None and grid is not None
     fig, axes = plt.subplots(1, 2, figsize=(5.6, 3.4), dpi=110)
     maps = attention_grids(np.asarray(attention, dtype=np.float64), grid) if show_attn else (None, None)
+    # one colour scale for both images, so the map shows where the CLS token looks across the pair
+    vmin, vmax = (min(m.min() for m in maps), max(m.max() for m in maps)) if show_attn else (None, None)
     for ax, img, name, amap in zip(axes, (bef, aft), ("before", "after"), maps):
         shown = denormalise(np.asarray(img))
         ax.imshow(shown, interpolation="nearest")
         if amap is not None:
             ax.imshow(amap, cmap="jet", alpha=0.35, extent=(-0.5, shown.shape[1] - 0.5, shown.shape[0] - 0.5, -0.5),
-                      interpolation="bilinear")
+                      interpolation="bilinear", vmin=vmin, vmax=vmax)
         ax.set_title(name, fontsize=9)
         ax.axis("off")
     lines = [f"generated: {generated or '(empty)'}"]
+    if show_attn:
+        lines.append("overlay: last-layer attention of the before-CLS token over both images")
     if references:
         lines.append("reference: " + " | ".join(references[:3]))
     fig.text(0.5, 0.04, "\n".join(lines), ha="center", va="bottom", fontsize=8, wrap=True)

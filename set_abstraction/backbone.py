@@ -12,6 +12,9 @@ import torch
 from torch import nn
 
 ARCHS = {"resnet3d50": (3, 4, 6, 3), "resnet3d26": (2, 2, 2, 2), "resnet3d14": (1, 1, 1, 1)}
+TORCHVISION_ARCHS = {"tv_r3d_18": "r3d_18", "tv_mc3_18": "mc3_18", "tv_r2plus1d_18": "r2plus1d_18"}
+KINETICS_MEAN = [0.43216, 0.394666, 0.37645]
+KINETICS_STD = [0.22803, 0.22145, 0.216989]
 
 
 @dataclass
@@ -85,8 +88,28 @@ class ResNet3d(nn.Module):
         return self.avgpool(x).flatten(1)
 
 
-def build_backbone(arch: str = "resnet3d50", width: int = 64) -> ResNet3d:
-    """A ResNet3d by name (resnet3d50, resnet3d26, resnet3d14) and base width."""
+class TorchvisionVideoBackbone(nn.Module):
+    """A torchvision video ResNet (r3d_18, mc3_18, r2plus1d_18) with its classifier removed: 512-d features."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        try:
+            from torchvision.models import video as tv_video
+        except ImportError as err:  # torchvision is optional: this project's CPU stack has no working build
+            raise ImportError(f"arch {name!r} needs torchvision (install the build matching your torch); "
+                              f"the resnet3d* archs need nothing extra") from err
+        self.net = getattr(tv_video, name)(weights=None)
+        self.net.fc = nn.Identity()
+        self.config = BackboneConfig(layers=(), width=64, mean=KINETICS_MEAN, std=KINETICS_STD)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def build_backbone(arch: str = "resnet3d50", width: int = 64) -> nn.Module:
+    """A ResNet3d by name (resnet3d50/26/14) and base width, or a torchvision video ResNet (tv_*)."""
+    if arch in TORCHVISION_ARCHS:
+        return TorchvisionVideoBackbone(TORCHVISION_ARCHS[arch])
     if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r} (choices: {', '.join(ARCHS)})")
+        raise ValueError(f"unknown arch {arch!r} (choices: {', '.join([*ARCHS, *TORCHVISION_ARCHS])})")
     return ResNet3d(BackboneConfig(layers=ARCHS[arch], width=width))

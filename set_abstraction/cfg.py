@@ -108,6 +108,10 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
         raise InputError("--scales", f"must be increasing, distinct, within 1..4 (sets hold 4 videos), got {args.scales}")
     if args.max_step is not None and args.max_step < 1:
         raise InputError("--max_step", "must be >= 1")
+    meters = {"abstr", "embed", "full", "top1@abstr", "top5@abstr"} | {
+        f"top{k}@abstr_{s}" for k in (1, 5) for s in range(min(args.scales), 5)}
+    if args.return_metric not in meters:
+        raise InputError("--return_metric", f"no validation meter {args.return_metric!r}; choose from {sorted(meters)}")
     for flag in ("val_freq", "log_freq", "checkpoint_freq", "num_epochs", "batch_size"):
         if getattr(args, flag) < 1:
             raise InputError(f"--{flag}", "must be >= 1")
@@ -118,6 +122,16 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None,
                description: str | None = None) -> argparse.Namespace:
     """Parse and check the flags."""
     return validate_args(build_parser(prog, description).parse_args(argv))
+
+
+TRAINING_ONLY = ("num_epochs", "start_epoch", "max_step", "val_freq", "checkpoint_freq", "clip_gradient",
+                 "lr_schedule", "return_metric")
+
+
+def training_only_flags_given(args: argparse.Namespace) -> list[str]:
+    """Training-only flags set to non-default values (an evaluation warns that they have no effect)."""
+    defaults = build_parser()
+    return [f"--{name}" for name in TRAINING_ONLY if getattr(args, name) != defaults.get_default(name)]
 
 
 def loss_weights(args: argparse.Namespace) -> dict[str, float]:

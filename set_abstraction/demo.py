@@ -44,7 +44,8 @@ def train_and_evaluate(metadata_dir: Path, work: Path, dataset: str = "moments",
     experiment = AbstractionEmbedding(cfg.parse_args(argv), info, mode="train")
     history = experiment.run()
     results = experiment.evaluate(visualize=True)
-    return {"history": history, "results": results, "baselines": baselines(experiment), "name": experiment.name}
+    return {"history": history, "results": results, "baselines": baselines(experiment), "name": experiment.name,
+            "experiment": experiment}
 
 
 def metrics_rows(run: dict) -> list[dict]:

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from common.checkpoint import CheckpointManager, atomic_torch_save, atomic_write_text, unwrap_model
+from common.checkpoint import (CheckpointManager, atomic_torch_save, atomic_write_text, load_state_dict_strict,
+                               unwrap_model)
 from common.distributed import DistInfo, get_logger, make_sampler, progress, seed_everything, wrap_model
 from common.errors import InputError
 from set_abstraction import cfg
@@ -102,8 +103,6 @@ class MetadataBundle:
 class AbstractionEmbedding:
     """Trains and evaluates the SAM; names, logs and checkpoints follow the original (spec 2.4, 2.5)."""
 
-    names = {"loss": ["embed", "abstr"], "targets": ["embed", "abstr"], "outputs": ["embed", "abstr"]}
-
     def __init__(self, args: argparse.Namespace, info: DistInfo, mode: str = "train"):
         self.args = args
         self.info = info
@@ -143,6 +142,9 @@ class AbstractionEmbedding:
         # find_unused_parameters: the kept ``linear`` parameter never receives a gradient (spec 9.17).
         self.ddp_model = wrap_model(self.model, info, find_unused_parameters=True)
         self.logger = AbstractionLogger(self.log_dir, self.name, append=bool(args.resume), enabled=info.is_main)
+        if mode == "test" or args.evaluate:
+            for flag in cfg.training_only_flags_given(args):
+                LOG.warning("%s has no effect when evaluating (it is a training flag)", flag)
         LOG.info("Starting experiment: %s", self.name)
 
     # -- naming ----------------------------------------------------------------------------------
@@ -167,8 +169,6 @@ class AbstractionEmbedding:
                      self.skip_batches)
             return
         ckpt = read_original_checkpoint(path, trust=self.args.trust_checkpoint)
-        from common.checkpoint import load_state_dict_strict
-
         load_state_dict_strict(self.model, convert_state_dict(ckpt["state_dict"]), strict=True, source=path)
         if ckpt.get("optimizer") is not None and self.mode == "train":
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -353,7 +353,8 @@ class AbstractionEmbedding:
                 from set_abstraction.visualize import plot_outlier_record
 
                 png = self.output_dir / f"{self.name}_example.png"
-                plot_outlier_record(self.model, self.graph, outlier_set, 0, png, self.device)
+                largest = max(range(len(outlier_set)), key=lambda i: len(outlier_set.records[i].reference))
+                plot_outlier_record(self.model, self.graph, outlier_set, largest, png, self.device)
                 results["figure"] = str(png)
         self.logger.close()
         return results

@@ -65,6 +65,23 @@ def describe_outlier_record(model: AbstractionEmbeddingModule, graph: Abstractio
     }
 
 
+def hierarchy_layout(sub: nx.DiGraph) -> dict[str, tuple[float, float]]:
+    """Root on top, leaves spread in depth-first order, each parent centred over its children."""
+    depth = nx.single_source_shortest_path_length(sub, ROOT) if ROOT in sub else {}
+    leaves = []
+    seen: set[str] = set()
+    for node in nx.dfs_preorder_nodes(sub, ROOT, sort_neighbors=sorted) if ROOT in sub else sub.nodes:
+        if node not in seen and sub.out_degree(node) == 0:
+            leaves.append(node)
+        seen.add(node)
+    x = {leaf: float(i) for i, leaf in enumerate(leaves)}
+    for node in reversed(list(nx.topological_sort(sub))):
+        if node not in x:
+            children = [x[c] for c in sub.successors(node) if c in x]
+            x[node] = sum(children) / len(children) if children else 0.0
+    return {n: (x[n], -float(depth.get(n, 0))) for n in sub.nodes}
+
+
 def plot_outlier_record(model: AbstractionEmbeddingModule, graph: AbstractionGraph, dataset: CachedOutlierDataset,
                         index: int, out_png: str | Path, device: torch.device | str = "cpu") -> Path:
     """Draw the graph neighbourhood of one odd-one-out set and the model's choices; returns the PNG path."""
@@ -75,11 +92,7 @@ def plot_outlier_record(model: AbstractionEmbeddingModule, graph: AbstractionGra
     if info["true_abstraction"]:
         focus.add(info["true_abstraction"])
     sub = nx.DiGraph(neighbourhood(graph, focus))
-    depth = {n: d for n, d in nx.single_source_shortest_path_length(graph, ROOT).items() if n in sub}
-    for node in sub.nodes:
-        sub.nodes[node]["layer"] = depth.get(node, 0)
-    pos = nx.multipartite_layout(sub, subset_key="layer", align="horizontal")
-    pos = {n: (x, -y) for n, (x, y) in pos.items()}  # root on top
+    pos = hierarchy_layout(sub)
 
     fig, (ax, bar_ax) = plt.subplots(1, 2, figsize=(13, 6), gridspec_kw={"width_ratios": [3, 1]})
     colours = []

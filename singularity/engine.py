@@ -56,6 +56,8 @@ def setup_runtime(config: DictConfig) -> Runtime:
     OmegaConf.update(config, "rank", info.rank, force_add=True)
     OmegaConf.update(config, "world_size", info.world_size, force_add=True)
     seed_everything(int(cfg_get(config, "seed", 42)))
+    # denormal floats (tiny Adam states / attention probabilities) slow CPU kernels by orders of magnitude
+    torch.set_flush_denormal(True)
     amp_dtype, scaler = None, None
     if cfg_get(config, "bf16", False):
         amp_dtype = torch.bfloat16
@@ -244,7 +246,9 @@ def train_one_epoch(model, meta_loader: MetaLoader, optimizer, scheduler, runtim
     jsonl = output_dir / "metrics.jsonl" if output_dir is not None else None
     metrics = MetricLogger(jsonl=jsonl)
     metrics.add_meter("lr", SmoothedValue(window=1, fmt="{value:.6f}"))
-    metrics.add_meter("temperature", SmoothedValue(window=1, fmt="{value:.4f}"))
+    raw_model = model.module if hasattr(model, "module") else model
+    if hasattr(raw_model, "temp"):
+        metrics.add_meter("temperature", SmoothedValue(window=1, fmt="{value:.4f}"))
     log_freq = int(cfg_get(config, "log_freq", 100))
     max_norm = float(cfg_get(config, "optimizer.max_grad_norm", -1))
     n_iter = len(meta_loader)

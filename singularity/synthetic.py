@@ -2,8 +2,8 @@
 
 ``python -m singularity.synthetic --out DIR`` writes under DIR:
 ``videos_images/syn_vid/*.mp4`` (32x32, 8 frames at 2 fps, one coloured shape re-drawn at a random position each
-frame on dark noise), ``videos_images/syn_img/*.png``, ``videos_images/syn_motion/*.mp4`` (a square moving left or
-right), ``anno_pretrain/syn_{img,vid}.json``, ``anno_downstream/syn_*.json``, ``bert_vocab/vocab.txt`` and
+frame on dark noise), ``videos_images/syn_img/*.png``, ``videos_images/syn_motion/*.mp4`` (a square growing or
+shrinking), ``anno_pretrain/syn_{img,vid}.json``, ``anno_downstream/syn_*.json``, ``bert_vocab/vocab.txt`` and
 ``configs/*.yaml`` (tiny model, absolute paths) for every task.
 """
 from __future__ import annotations
@@ -22,9 +22,9 @@ COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (40, 60, 230), "
 SHAPES = {"square": (10, 10), "bar": (4, 16), "pole": (16, 4), "ring": (12, 12)}
 TEMPLATES = ["a {c} {s}", "there is a {c} {s}", "a shape of a {c} {s}"]
 QUESTIONS = {"color": "what color is the shape", "shape": "what shape is it"}
-DIRECTIONS = ("left", "right")
+DIRECTIONS = ("growing", "shrinking")
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-WORDS = ["a", "there", "is", "shape", "of", "what", "color", "the", "it", "moving", *COLORS, *SHAPES,
+WORDS = ["a", "there", "is", "shape", "of", "what", "color", "the", "it", *COLORS, *SHAPES,
          *DIRECTIONS]
 VOCAB_SIZE = 64  # = vocab_size of configs/config_bert_tiny.json
 RES, N_FRAMES, FPS = 32, 8, 2
@@ -41,16 +41,19 @@ def draw_shape(rng: np.random.Generator, color: str, shape: str, res: int = RES)
     return frame
 
 
-def draw_motion(rng: np.random.Generator, direction: str, res: int = RES, n: int = N_FRAMES) -> list[np.ndarray]:
-    """Frames of a red 6x6 square moving 3 px per frame left or right."""
-    size, step = 6, 3
-    travel = step * (n - 1)
-    x0 = int(rng.integers(0, res - size - travel + 1))
-    y = int(rng.integers(0, res - size + 1))
+def draw_change(rng: np.random.Generator, direction: str, res: int = RES, n: int = N_FRAMES) -> list[np.ndarray]:
+    """Frames of a red square growing (4 -> 18 px) or shrinking, re-drawn at a random position each frame.
+
+    Moving left/right (spec 10.2's suggestion) is invisible to BEiT's pooled features, which have no absolute
+    position embedding (spec 4.1): the order of a per-frame, translation-invariant property is used instead.
+    """
+    sizes = [4 + 2 * t for t in range(n)]
+    if direction == "shrinking":
+        sizes = sizes[::-1]
     frames = []
-    for t in range(n):
-        x = x0 + step * t if direction == "right" else x0 + travel - step * t
+    for size in sizes:
         frame = rng.integers(0, 41, size=(res, res, 3), dtype=np.uint8)
+        y, x = (int(v) for v in rng.integers(0, res - size + 1, size=2))
         frame[y:y + size, x:x + size] = COLORS["red"]
         frames.append(frame)
     return frames
@@ -94,8 +97,11 @@ def write_configs(out: Path) -> None:
     vid = lambda a, root="syn_vid": [f"{d}/{a}", f"{m}/{root}", "video"]  # noqa: E731
     configs = {
         "ret_syn": ("ret_msrvtt.yaml", {
-            "train_file": vid("syn_ret_train.json"), "test_file": {"syn_test": vid("syn_ret_test.json")},
-            "test_types": ["syn_test"], "scheduler": {"epochs": 12}}),
+            "train_file": vid("syn_ret_train.json"), "test_file": {"syn_test": vid("syn_ret_test_multi.json")},
+            "test_types": ["syn_test"], "has_multi_vision_gt": True, "scheduler": {"epochs": 25},
+            # the randomly initialised cross-attention learns slowly at this size: a higher LR for it and the ITM head
+            "optimizer": {"different_lr": {"enable": True, "module_names": ["itm_head", "encoder.layer.2"],
+                                           "lr": 2e-3}}}),
         "pretrain_syn": ("pretrain.yaml", {
             "train_file": [[f"{roots['anno_root_pt']}/syn_img.json", f"{m}/syn_img"],
                            [f"{roots['anno_root_pt']}/syn_vid.json", f"{m}/syn_vid", "video"]],
@@ -105,7 +111,8 @@ def write_configs(out: Path) -> None:
             "train_file": [vid("syn_qa_train.json")],
             "test_file": {"val": vid("syn_qa_val.json"), "test": vid("syn_qa_val.json")},
             "answer_list": f"{d}/syn_qa_answer_list.json", "max_q_len": 8, "max_a_len": 4, "k_test": 8,
-            "num_decoder_layers": 1, "scheduler": {"epochs": 6, "warmup_epochs": 0}}),
+            "num_decoder_layers": 1, "scheduler": {"epochs": 12, "warmup_epochs": 0},
+            "optimizer": {"lr": 1e-3, "different_lr": {"enable": True, "module_names": ["crossattention"], "lr": 3e-3}}}),
         "vqa_syn": ("qa_vqa.yaml", {
             "train_file": [[f"{d}/syn_vqa_train.json", f"{m}/syn_img"]],
             "test_file": {"minival": [f"{d}/syn_vqa_minival.json", f"{m}/syn_img"]},
@@ -119,11 +126,12 @@ def write_configs(out: Path) -> None:
             "test_file": {"motion_test": vid("syn_motion_test.json", "syn_motion")}, "test_types": ["motion_test"],
             "video_input": {"num_frames": 4, "num_frames_test": 4}, "add_temporal_embed": True,
             "temporal_vision_encoder": {"enable": True, "num_layers": 1, "update_pooler_embed": True},
-            "eval_offload": False, "scheduler": {"epochs": 8}}),
+            "optimizer": {"different_lr": {"enable": True, "module_names": ["temporal_vision_encoder"], "lr": 2e-3}},
+            "eval_offload": False, "scheduler": {"epochs": 25}}),
         "temporal_1frm_syn": ("ret_ssv2_label.yaml", {
             "train_file": vid("syn_motion_train.json", "syn_motion"),
             "test_file": {"motion_test": vid("syn_motion_test.json", "syn_motion")}, "test_types": ["motion_test"],
-            "video_input": {"num_frames": 1, "num_frames_test": 4}, "eval_offload": False, "scheduler": {"epochs": 8}}),
+            "video_input": {"num_frames": 1, "num_frames_test": 4}, "eval_offload": False, "scheduler": {"epochs": 25}}),
     }
     (out / "configs").mkdir(parents=True, exist_ok=True)
     for name, (base, extra) in configs.items():
@@ -137,7 +145,7 @@ def write_configs(out: Path) -> None:
         OmegaConf.save(cfg, out / "configs" / f"{name}.yaml")
 
 
-def generate(out: str | Path, per_class: int = 12, test_per_class: int = 1, motion_train: int = 48,
+def generate(out: str | Path, per_class: int = 12, test_per_class: int = 1, motion_train: int = 96,
              motion_test: int = 16, seed: int = 0) -> Path:
     """Write the whole synthetic dataset under ``out``; returns the path."""
     out = Path(out)
@@ -158,8 +166,8 @@ def generate(out: str | Path, per_class: int = 12, test_per_class: int = 1, moti
         for k in range(per_class):
             name = f"train_{c}_{s}_{k:02d}.mp4"
             make_video(name, c, s)
-            for template in TEMPLATES:
-                ret_train.append({"video": name, "caption": template.format(c=c, s=s)})
+            # retrieval fine-tuning uses the canonical caption: videos of a class share it (multi-vision GT, as SSv2)
+            ret_train.append({"video": name, "caption": TEMPLATES[0].format(c=c, s=s)})
             pt_vid.append({"video": name, "caption": pyrng.choice(TEMPLATES).format(c=c, s=s)})
             qa_train.append({"video": name, "question": QUESTIONS["color"], "answer": c,
                              "question_id": f"{name}_color"})
@@ -199,12 +207,12 @@ def generate(out: str | Path, per_class: int = 12, test_per_class: int = 1, moti
         for k in range(count):
             direction = DIRECTIONS[k % 2]
             name = f"{split}_{direction}_{k:03d}.mp4"
-            write_video(mot_dir / name, draw_motion(rng, direction))
+            write_video(mot_dir / name, draw_change(rng, direction))
             if split == "train":
-                motion_train_recs.append({"video": name, "caption": f"a square moving {direction}"})
+                motion_train_recs.append({"video": name, "caption": f"a square {direction}"})
             else:
                 motion_test_groups[direction].append(name)
-    motion_test_recs = [{"caption": f"a square moving {d}", "video": v} for d, v in motion_test_groups.items()]
+    motion_test_recs = [{"caption": f"a square {d}", "video": v} for d, v in motion_test_groups.items()]
 
     a, pt = out / "anno_downstream", out / "anno_pretrain"
     _dump(pt / "syn_img.json", pt_img)

@@ -55,16 +55,16 @@ def infer_config(shapes: Mapping[str, Sequence[int]]) -> SimpleNamespace:
 
     is_ort = any(".WGs." in k for k in shapes)
     cfg = load_config("relation_transformer" if is_ort else "spatial_pe")
-    E, D = shapes["att_embed.0.weight"]
+    # missing keys keep the default config's value; the strict load then reports them
+    E, D = shapes.get("att_embed.0.weight", (cfg.input_encoding_size, cfg.img_feat_size))
     cfg.input_encoding_size, cfg.img_feat_size = int(E), int(D)
-    gen = "model.generator.proj.weight"
-    cfg.vocab_size = int(shapes[gen][0]) - 1
+    cfg.vocab_size = int(shapes.get("model.generator.proj.weight", (cfg.vocab_size + 1,))[0]) - 1
     layers = {int(m.group(1)) for k in shapes if (m := re.match(r"model\.encoder\.layers\.(\d+)\.", k))}
     cfg.num_layers = max(layers) + 1 if layers else 0
     ff_key = "model.encoder.layers.0.feed_forward.w_1.weight" if is_ort else "model.encoder.layers.0.feed_forward.fc.0.weight"
-    cfg.ff_size = int(shapes[ff_key][0])
+    cfg.ff_size = int(shapes.get(ff_key, (cfg.ff_size,))[0])
     if is_ort:
-        cfg.box_trignometric_embedding = int(shapes["model.encoder.layers.0.self_attn.WGs.0.weight"][1]) == 64
+        cfg.box_trignometric_embedding = int(shapes.get("model.encoder.layers.0.self_attn.WGs.0.weight", (1, 64))[1]) == 64
         return cfg
     if any(k.endswith("norm.scale") for k in shapes):
         cfg.norm = "RMS"

@@ -61,7 +61,7 @@ def cell_boxes(grid: int) -> np.ndarray:
 def _b64_array(text: str, dtype=np.float32) -> np.ndarray:
     data = text.encode("ascii")
     data += b"=" * (-len(data) % 4)  # the "Incorrect padding" users hit in py3 (spec 8)
-    return np.frombuffer(base64.b64decode(data), dtype=dtype)
+    return np.frombuffer(base64.b64decode(data, validate=True), dtype=dtype)
 
 
 def read_bottom_up_tsv(path: str | os.PathLike) -> Iterator[dict]:
@@ -83,7 +83,7 @@ def read_bottom_up_tsv(path: str | os.PathLike) -> Iterator[dict]:
                     arr = _b64_array(row[field])
                 except (ValueError, base64.binascii.Error) as err:
                     raise InputError(path, f"bad base64: {err}", record=row_no, field=field) from None
-                if num_boxes <= 0 or arr.size % num_boxes:
+                if num_boxes <= 0 or arr.size == 0 or arr.size % num_boxes or (width and arr.size != num_boxes * width):
                     raise InputError(path, f"{arr.size} floats do not split into {num_boxes} boxes", record=row_no,
                                      field=field)
                 item[field] = arr.reshape(num_boxes, width or -1)

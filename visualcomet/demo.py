@@ -144,7 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data_dir", default="runs/synthetic/visualcomet", help="dataset (synthetic one made if empty)")
     p.add_argument("--out", default="runs/demo/visualcomet", help="where metrics.json, report.md and PNGs go")
     p.add_argument("--steps", type=int, default=300, help="optimizer steps per model")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (tiny models run best on one)")
     args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     metrics = run(Path(args.data_dir), Path(args.out), args.steps)
     print(json.dumps(metrics, indent=1))
     return 0

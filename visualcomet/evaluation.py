@@ -59,14 +59,13 @@ def norm_sentence(s: str) -> str:
     return " ".join(toks).replace(" '", "'")
 
 
-def train_sentences(train_annots: list[dict[str, Any]]) -> set[str]:
-    """Normalised raw (not PTB-tokenised) training inference sentences (pitfall 26, K)."""
-    out = set()
-    for ann in train_annots:
-        for rel in ("intent", "before", "after"):
-            for s in ann.get(rel) or []:
-                out.add(norm_sentence(s))
-    return out
+def train_sentences(train_annots: list[dict[str, Any]], tokenize=None) -> set[str]:
+    """Normalised training inference sentences: raw as in the original (pitfall 26, K), or passed through
+    ``tokenize`` (the PTB tokenizer) like the predictions (the O variant)."""
+    sents = [s for ann in train_annots for rel in ("intent", "before", "after") for s in (ann.get(rel) or [])]
+    if tokenize is not None:
+        sents = tokenize(sents)
+    return {norm_sentence(s) for s in sents}
 
 
 def diversity(tokenized_predictions: list[str], train_set: set[str]) -> dict[str, float]:
@@ -78,8 +77,9 @@ def diversity(tokenized_predictions: list[str], train_set: set[str]) -> dict[str
 
 
 def evaluate_generations(gens_file: str | Path, refs_file: str | Path, with_diversity: bool = False,
-                         train_file: str | Path | None = None, metrics: list[str] | None = None) -> dict[str, float]:
-    """The dict written to ``*.evaluate.json``: Bleu_1..4, METEOR, CIDEr (+ Unique, Novel)."""
+                         train_file: str | Path | None = None, metrics: list[str] | None = None,
+                         normalized_novel: bool = False) -> dict[str, float]:
+    """The dict written to ``*.evaluate.json``: Bleu_1..4, METEOR, CIDEr (+ Unique, Novel[, Novel_normalized])."""
     from common.metrics import evaluate, ptb_tokenize
 
     gens = read_json_list(gens_file, "generations file")
@@ -93,7 +93,10 @@ def evaluate_generations(gens_file: str | Path, refs_file: str | Path, with_dive
             raise InputError("--train_file", "--diversity needs --train_file train_annots.json")
         keys = sorted(predictions)
         tokenized = ptb_tokenize([predictions[k] for k in keys])
-        result.update(diversity(tokenized, train_sentences(read_json_list(train_file, "training annotations"))))
+        train_annots = read_json_list(train_file, "training annotations")
+        result.update(diversity(tokenized, train_sentences(train_annots)))
+        if normalized_novel:
+            result["Novel_normalized"] = diversity(tokenized, train_sentences(train_annots, ptb_tokenize))["Novel"]
     scores = evaluate(references, predictions, metrics=metrics or ["Bleu", "METEOR", "CIDEr"])
     result.update({k: float(v) for k, v in scores.items() if k in METRIC_KEYS})
     return result

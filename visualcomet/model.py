@@ -182,6 +182,22 @@ def save_pretrained(model: VisualCometLMHead, directory: str | os.PathLike, toke
     return directory
 
 
+def resolve_model_dir(name: str | os.PathLike) -> Path:
+    """A local directory as is; otherwise a Hugging Face hub id (e.g. ``gpt2``) fetched into the local HF cache."""
+    path = Path(name)
+    if path.is_dir():
+        return path
+    if path.exists() or str(name).startswith((".", "/")) or str(name).count("/") > 1:
+        raise InputError(name, "model directory not found")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(name), allow_patterns=["config.json", "vocab.json", "merges.txt",
+                                                                  "model.safetensors"]))
+    except Exception as err:  # offline, unknown id, ...: one clear line instead of a hub traceback
+        raise InputError(name, f"not a local directory and not fetchable from the Hugging Face hub ({err})") from err
+
+
 def load_pretrained(directory: str | os.PathLike, config_name: str | None = None, trust: bool = False,
                     require_weights: bool = False, overrides: dict[str, Any] | None = None,
                     vocab_size: int | None = None) -> tuple[VisualCometLMHead, bool]:
@@ -194,11 +210,8 @@ def load_pretrained(directory: str | os.PathLike, config_name: str | None = None
     from common.checkpoint import load_state_dict_strict
     from visualcomet.convert import convert_state_dict, read_weights
 
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise InputError(directory, "model directory not found (--model_name_or_path must be a local directory: "
-                                    "hub downloads are not available)")
-    config = load_config(config_name or directory)
+    directory = resolve_model_dir(directory)
+    config = load_config(resolve_model_dir(config_name) if config_name else directory)
     for k, v in (overrides or {}).items():
         setattr(config, k, v)
     weights = next((directory / f for f in WEIGHT_FILES if (directory / f).is_file()), None)

@@ -25,7 +25,9 @@ log = get_logger("visualcomet.train")
 
 def load_tokenizer(args: argparse.Namespace) -> VisualCometTokenizer:
     """Tokenizer from --tokenizer_name or --model_name_or_path (a local directory)."""
-    return VisualCometTokenizer.from_pretrained(args.tokenizer_name or args.model_name_or_path)
+    from visualcomet.model import resolve_model_dir
+
+    return VisualCometTokenizer.from_pretrained(resolve_model_dir(args.tokenizer_name or args.model_name_or_path))
 
 
 def build_model(args: argparse.Namespace, tokenizer: VisualCometTokenizer, layout: vdata.Layout) -> VisualCometLMHead:

@@ -51,19 +51,17 @@ def bleu(
     for k in range(n):
         guess[k] = np.maximum(0, testlen - k)
         o = table.orders[k]
-        g = max(o.n_grams, 1)
         is_hyp = o.sent < items
-        # max count of each gram over the item's references
-        rkey = ref_item[o.sent[~is_hyp] - items] * g + o.gram[~is_hyp]
+        # max count of each gram over the item's references; entries are sorted by gram then sentence and
+        # ref_item grows with the sentence index, so these keys are already sorted
+        rkey = o.gram[~is_hyp] * max(items, 1) + ref_item[o.sent[~is_hyp] - items]
         rcnt = o.count[~is_hyp]
-        order = np.argsort(rkey, kind="stable")
-        rkey, rcnt = rkey[order], rcnt[order]
         if len(rkey):
             first = np.flatnonzero(np.concatenate([[True], rkey[1:] != rkey[:-1]]))
             ukey, maxcnt = rkey[first], np.maximum.reduceat(rcnt, first)
         else:
             ukey, maxcnt = rkey, rcnt
-        hkey = o.sent[is_hyp] * g + o.gram[is_hyp]
+        hkey = o.gram[is_hyp] * max(items, 1) + o.sent[is_hyp]
         hcnt = o.count[is_hyp]
         pos = np.searchsorted(ukey, hkey)
         pos_c = np.minimum(pos, max(len(ukey) - 1, 0))

@@ -91,16 +91,19 @@ def cider_scores(
     delta = bigrams[pair_cand] - bigrams[nc + pair_ref]
     penalty = np.e ** (-(delta**2) / (2 * sigma**2))
 
-    total = np.zeros(nc, dtype=np.float64)
     per_order = []
     for k in range(n):
         o = table.orders[k]
-        g = max(o.n_grams, 1)
+        is_cand = o.sent < nc
+        # reference entries keyed (gram, group): already sorted, since entries are sorted by gram then
+        # sentence and the group grows with the sentence index
+        r_sent = o.sent[~is_cand] - nc
+        r_gram = o.gram[~is_cand]
+        rkey = r_gram * ng + ref_group[r_sent]
         if df is None:
-            is_ref = o.sent >= nc
-            gkey = np.sort(ref_group[o.sent[is_ref] - nc] * g + o.gram[is_ref])
-            gkey = gkey[np.concatenate([[True], gkey[1:] != gkey[:-1]])] if len(gkey) else gkey
-            dfk = np.bincount(gkey % g, weights=cands_per_group[gkey // g], minlength=o.n_grams)
+            first = np.concatenate([[True], rkey[1:] != rkey[:-1]]) if len(rkey) else np.zeros(0, bool)
+            gkey = rkey[first]
+            dfk = np.bincount(gkey // ng, weights=cands_per_group[gkey % ng], minlength=o.n_grams)
         else:
             get = df.get
             dfk = np.fromiter(
@@ -110,14 +113,9 @@ def cider_scores(
         vec = o.count.astype(np.float64) * idf[o.gram]
         norm = np.sqrt(np.bincount(o.sent, weights=vec * vec, minlength=ns))
 
-        is_cand = o.sent < nc
-        # reference entries sorted by (group, gram)
-        r_sent = o.sent[~is_cand] - nc
-        rkey = ref_group[r_sent] * g + o.gram[~is_cand]
-        srt = np.argsort(rkey)
-        rkey, r_sent, r_vec = rkey[srt], r_sent[srt], vec[~is_cand][srt]
+        r_vec = vec[~is_cand]
         c_sent = o.sent[is_cand]
-        ckey = group[c_sent] * g + o.gram[is_cand]
+        ckey = o.gram[is_cand] * ng + group[c_sent]
         c_vec = vec[is_cand]
         lo = np.searchsorted(rkey, ckey, "left")
         hi = np.searchsorted(rkey, ckey, "right")

@@ -15,7 +15,7 @@ import numpy as np
 
 @dataclass
 class OrderTable:
-    """Distinct (sentence, k-gram) pairs of one order k, sorted by sentence then gram id."""
+    """Distinct (sentence, k-gram) pairs of one order k, sorted by gram id then sentence."""
 
     sent: np.ndarray  # int64 sentence index
     gram: np.ndarray  # int64 dense gram id in [0, n_grams)
@@ -57,23 +57,38 @@ def build_table(sentences: Sequence[str], n: int = 4, split: str | None = None) 
     sent_of = np.repeat(np.arange(len(sentences), dtype=np.int64), lengths)
     total = len(words)
     orders: list[OrderTable] = []
-    starts = np.arange(total, dtype=np.int64)
-    gid = tok
+    # words left in the sentence from each position (a k-gram starts where at least k are left)
+    ends = np.repeat(np.cumsum(lengths), lengths)
+    left = ends - np.arange(total, dtype=np.int64)
+    gid_full = tok
     for k in range(1, n + 1):
         if k == 1:
-            codes = tok
+            starts, codes = np.arange(total, dtype=np.int64), tok
         else:
-            keep = starts + (k - 1) < total
-            starts, prev = starts[keep], gid[keep]
-            keep = sent_of[np.minimum(starts + (k - 1), max(total - 1, 0))] == sent_of[starts]
-            starts, prev = starts[keep], prev[keep]
-            codes = prev * v + tok[starts + (k - 1)]
-        uniq, gid = np.unique(codes, return_inverse=True)
-        gid = gid.reshape(-1).astype(np.int64)
-        g = max(len(uniq), 1)
-        first_pos = np.empty(len(uniq), dtype=np.int64)
-        first_pos[gid] = starts
-        key = sent_of[starts] * g + gid
-        ukey, cnt = np.unique(key, return_counts=True)
-        orders.append(OrderTable(ukey // g, ukey % g, cnt.astype(np.int64), len(uniq), first_pos))
+            starts = np.flatnonzero(left >= k)
+            codes = gid_full[starts] * v + tok[starts + (k - 1)]
+        m = len(codes)
+        if m == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            orders.append(OrderTable(empty, empty, empty, 0, empty))
+            continue
+        # one stable sort: equal grams become adjacent, and within a gram the sentences stay ascending,
+        # so both the dense gram ids and the (sentence, gram) counts come from run boundaries
+        # (small code ranges sort as uint16, where numpy's stable sort is a radix sort)
+        order = np.argsort(codes.astype(np.uint16) if int(codes.max()) <= 65535 else codes, kind="stable")
+        c_sorted = codes[order]
+        pos_sorted = starts[order]
+        s_sorted = sent_of[pos_sorted]
+        new_gram = np.empty(m, dtype=bool)
+        new_gram[0] = True
+        np.not_equal(c_sorted[1:], c_sorted[:-1], out=new_gram[1:])
+        gid_sorted = np.cumsum(new_gram) - 1
+        if k < n:
+            gid_full = np.empty(total, dtype=np.int64)
+            gid_full[pos_sorted] = gid_sorted
+        new_entry = new_gram.copy()
+        new_entry[1:] |= s_sorted[1:] != s_sorted[:-1]
+        idx = np.flatnonzero(new_entry)
+        cnt = np.diff(idx, append=m)
+        orders.append(OrderTable(s_sorted[idx], gid_sorted[idx], cnt, int(gid_sorted[-1]) + 1, pos_sorted[new_gram]))
     return NgramTable(lengths, orders, words)

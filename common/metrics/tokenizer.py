@@ -28,9 +28,9 @@ PUNCTUATIONS = frozenset(
 # ----------------------------------------------------------------------------------------------
 # character classes (JFlex [:letter:] ~ unicode letters; JFlex %caseless does not touch classes)
 # ----------------------------------------------------------------------------------------------
-L = "[^\\W\\d_\u00b2\u00b3\u00b9\u00bc-\u00be\u2070-\u209f\u2150-\u218f\u2460-\u24ff\u2776-\u2793]"
+L = "(?:[^\\W\\d_\u00b2\u00b3\u00b9\u00bc-\u00be\u2070-\u209f\u2150-\u218f\u2460-\u24ff\u2776-\u2793]|\u00ad)"
 D = r"\d"
-AL = r"[^\W_]"  # letter or digit
+AL = "[^\\W_\u00b2\u00b3\u00b9\u00bc-\u00be\u2070-\u209f\u2150-\u218f\u2460-\u24ff\u2776-\u2793]"  # letter or digit
 SP = "[ \t\u00a0\u2000-\u200a\u3000]"
 NL = "[\r\n\u2028\u2029\u000b\u000c\u0085]"
 SPNL = f"(?:{SP}|{NL})"
@@ -45,21 +45,23 @@ SGML = (
 SENTEND = f"{SPNL}(?:{SPNL}|{UPPER}|{SGML})"
 NUM = rf"(?:{D}*(?:[.,\u066b\u066c]{D}+)+|{D}+(?:[.:,\u00ad\u066b\u066c]{D}+)*)"
 NUMBER = rf"[\-+]?{NUM}"
-WORD = rf"{L}{AL}*(?:[.!?]{L}{AL}*)*"
+WORD = rf"{L}(?:{L}|{D})*(?:[.!?]{L}(?:{L}|{D})*)*"
 REDAUX = rf"{APOS}(?i:[msd]|re|ve|ll)"
-SWORD = r"[^\W\d_]*[A-MO-Za-mo-z\u00aa-\uffff](?<![nN])\u00ad*"
+SWORD = r"[A-Za-z\u00ad]*[A-MO-Za-mo-z]\u00ad*"
 SREDAUX = rf"(?i:n){APOSETC}(?i:t)"
 HYPHEN = "[-_\u058a\u2010\u2011]"
 ACRO = r"(?:[A-Za-z](?:\.[A-Za-z])+|(?i:canada|sino|korean|eu|japan|non)-(?i:U\.S)|(?i:U\.S\.-(?:U\.K|U\.S\.S\.R)))"
 ABMONTH = "jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec"
 ABDAYS = "mon|tue|tues|wed|thu|thurs|fri"
-ABSTATE_CI = "ala|ariz|calif|colo|conn|dak|fla|ga|ind|kans?|ky|md|mich|minn|mo|mont|neb|nev|okla|penn|tenn|va|vt|wisc?|wyo"
+ABSTATE_CI = (
+    "ala|ariz|calif|colo|conn|dak|fla|ga|ind|kans?|ky|md|mich|minn|mo|mont|neb|nev|okla|penn|tenn|va|vt|wisc?|wyo"
+)
 ABSTATE_CS = "Ark|Ill|Mass|Miss|Ore|Wash|Del|Pa|Tex"
 ABBREV3 = r"(?:(?i:ca|figs?|prop|nos?|sect?s?|arts?|paras?|bldg|pp|op|approx|rs)|Pt)\."
 ABCOMP = "inc|cos?|corp|pp?tys?|ltd|plc|bancorp|dept|bhd|assn|univ|intl|sys"
-ABNUM = "nos?|prop|ph|tel|est|ext|sq|ft"
-ABPTIT = r"jr|sr|bros|(?:ed|ph)\.d|blvd|rd|esq"
-ABBREV1 = rf"(?:(?i:{ABMONTH}|{ABDAYS}|{ABSTATE_CI}|{ABCOMP}|{ABNUM}|{ABPTIT}|etc|al|seq|bldg)|{ABSTATE_CS})\."
+ABNUM = "prop|ph|tel|est|ext|sq|ft"
+ABPTIT = r"(?:ed|ph)\.d|jr|sr|bros|blvd|rd|esq"
+ABBREV1 = rf"(?:(?i:{ABPTIT}|{ABMONTH}|{ABDAYS}|{ABSTATE_CI}|{ABCOMP}|{ABNUM}|etc|al|seq|bldg)|{ABSTATE_CS})\."
 ABTITLE = (
     "mr|mrs|ms|drs?|profs?|sens?|reps?|attys?|lt|col|gen|messrs|govs?|adm|rev|maj|sgt|cpl|pvt|mt|capt|ste?"
     "|ave|pres|lieut|hon|brig|co?mdr|pfc|spc|supts?|det"
@@ -78,33 +80,35 @@ APOWORD = (
     rf"|{L}{L}*[aeiouyAEIOUY]{APOSETC}[aeiouA-Z]{L}*|{APOS}(?i:cause)|(?i:cont'd\.?|nor'easter|c'mon|e'er"
     r"|s'mores|ev'ry|li'l|nat'l)"
 )
-THING = (
-    rf"(?:[dDoOlL]{APOSETC}{AL})?(?:{AL}+|{NUMBER})"
-    rf"(?:{HYPHEN}(?:[dDoOlL]{APOSETC}{AL})?(?:{AL}+|{NUM}))*"
-)
+THING = rf"(?:[dDoOlL]{APOSETC}{AL})?{AL}+(?:{HYPHEN}(?:[dDoOlL]{APOSETC}{AL})?{AL}+)*"
 THINGA = r"[A-Z]+(?:(?:[+&]|(?i:&amp;))[A-Z]+)+"
 THING3 = rf"{AL}+(?:-{L}+){{0,2}}(?:\\?/{AL}+(?:-{L}+){{0,2}}){{1,2}}"
-HTHING = rf"{AL}[^\W_.,\u00ad]*(?:[^\W_]|[.,\u00ad])*(?:-(?:[^\W_\u00ad]+|[\u00ad]+|{ACRO}\.))+"
 HTHING = rf"{AL}(?:{AL}|[.,\u00ad])*(?:-(?:(?:{AL}|\u00ad)+|{ACRO}\.))+"
 FULLURL = r"https?://[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},-]"
 LIKELYURL = (
-    r"(?:(?:www\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4})|(?:(?:[^ \t\n\f\r\"`'<>|.!?(){},\-_$]+\.)+"
+    r"(?:(?:www\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4})|(?:(?:[^ \t\n\f\r\"`'<>|.!?(){},-_$]+\.)+"
     r"(?:com|net|org|edu)))(?:/[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},-])?"
 )
-EMAIL = r"[a-zA-Z0-9][^ \t\n\f\r\"<>|()\u00a0]*@(?:[^ \t\n\f\r\"<>|().\u00a0]+\.)+[a-zA-Z]{2,4}"
-TWITTER = rf"@[a-zA-Z_][a-zA-Z_0-9]*|#{L}(?:{L}|{D}|_)*(?:{L}|{D})"
+EMAIL = r"[a-zA-Z0-9][^ \t\n\f\r\"<>|()\u00a0{}]*@(?:[^ \t\n\f\r\"<>|(){}.\u00a0]+\.)*[^ \t\n\f\r\"<>|(){}.,;:\u00a0]+"
+TWITTER = rf"@[a-zA-Z_][a-zA-Z_0-9]*|#{L}+"
 DATE = rf"{D}{{1,2}}[\-/]{D}{{1,2}}[\-/]{D}{{2,4}}"
 FRAC = rf"(?:{D}{{1,4}}[\- \u00a0])?{D}{{1,4}}(?:\\?/|\u2044){D}{{1,4}}"
 PHONE = r"(?:\([0-9]{3}\)[ \u00a0]?|[0-9]{3}[\- \u00a0.])[0-9]{3}[\- \u00a0.][0-9]{4}"
 LDOTS = r"\.{3,5}|(?:\.[ \u00a0]){2,4}\.|[\u0085\u2026]"
-QUOTES = rf"''|{APOS}|[`\u2018\u2019\u201a\u201b\u201c\u201d\u0091\u0092\u0093\u0094\u201e\u201f\u2039\u203a\u00ab\u00bb]{{1,2}}"
+QUOTES = (
+    rf"''|{APOS}|[`\u2018\u2019\u201a\u201b\u201c\u201d\u0091\u0092\u0093\u0094\u201e\u201f\u2039\u203a\u00ab\u00bb]{{1,2}}"
+)
 DBLQUOT = r"\"|&quot;"
+ASIANSMILEY = (
+    r"[\^x=~<>]\.\[\^x=~<>]|[\-\^x=~<>']_[\-\^x=~<>']|\([\-\^x=~<>'][_.]?[\-\^x=~<>']\)"
+    r"|\([\^x=~<>']-[\^x=~<>'`]\)"
+)
 SMILEY = r"[<>]?[:;=][\-o\*']?[\(\)DPdpO\\{@\|\[\]]"
 MISCSYMBOL = (
     "[\u00a6\u00a7\u00a8\u00a9\u00ac\u00ae\u00af\u00b0-\u00b3\u00b4-\u00ba\u00d7\u00f7\u0387\u05be\u05c0\u05c3"
     "\u05c6\u05f3\u05f4\u0600-\u0603\u0606-\u060a\u060c\u0614\u061b\u061e\u066a\u066d\u0703-\u070d\u07f6-\u07f8"
     "\u0964\u0965\u0e4f\u2020-\u2023\u2032-\u2038\u2044\u207a-\u207f\u208a-\u208e\u2100-\u214f\u2190-\u21ff"
-    "\u2200-\u22ff\u2300-\u23ff\u2600-\u26ff\u3012\u30fb\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]"
+    "\u2200-\u22ff\u2300-\u23ff\u2600-\u26ff\u2700-\u27bf\u3012\u30fb\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]"
 )
 
 _PAREN = {"(": "-LRB-", ")": "-RRB-", "[": "-LSB-", "]": "-RSB-", "{": "-LCB-", "}": "-RCB-"}
@@ -165,7 +169,7 @@ def _hyphens(head: str) -> list[str]:
 
 
 def _smiley(head: str) -> list[str]:
-    return ["".join(_PAREN.get(c, c) for c in head)]
+    return [head.replace("(", "-LRB-").replace(")", "-RRB-")]
 
 
 # (pattern of the token, pattern of the trailing context or None, action). Order = JFlex rule order.
@@ -195,9 +199,10 @@ _RULES_SPEC: list[tuple[str, str | None, object]] = [
     (rf"-(?i:RRB|LRB|RCB|LCB|RSB|LSB)-|(?i:C\.D\.s|pro-|anti-|S(?:&|&amp;)P-500|S(?:&|&amp;)Ls)"
      rf"|(?i:cap){APOS}(?i:n)|(?i:c){APOS}(?i:est)", None, lambda h: [re.sub("(?i:&amp;)", "&", h)]),
     (r"(?i:c\+\+|[cf]#)", None, _keep),
-    (SMILEY, None, _smiley),
+    (SMILEY, r"[^A-Za-z0-9]", _smiley),
+    (ASIANSMILEY, None, _smiley),
     (THING3, None, _keep),
-    (r"(?:[A-Za-z]*\$|#)", None, _keep),
+    (r"(?:[A-Z]*\$|#)", None, _keep),
     ("[\u00a2\u00a3\u00a4\u00a5\u0080\u20a0\u20ac\u060b\u0e3f\u20a4\uffe0\uffe1\uffe5\uffe6]", None,
      lambda h: [_currency(h)]),
     (ACRONYM, rf"{SPNL}+(?:{ACRO_FOLLOW})(?:{SPNL}|[?!])", _acronym),
@@ -250,7 +255,7 @@ def _compile_rules() -> list[tuple[re.Pattern, object]]:
     for head, ctx, action in _RULES_SPEC:
         if action is None:  # REDAUX/[^alpha] and SREDAUX/[^alpha]: apostrophe stays a right quote
             for h in (REDAUX, SREDAUX):
-                rules.append((re.compile(f"({h})(?:[^\\w]|[\\d_])"), lambda t: [_latex_quotes(t, False)]))
+                rules.append((re.compile(f"({h})(?:(?!{L})[\\s\\S])"), lambda t: [_latex_quotes(t, False)]))
             continue
         pat = f"({head})" + (f"(?:{ctx})" if ctx else "")
         rules.append((re.compile(pat), action))
@@ -344,17 +349,13 @@ def _scan(text: str, start: int, end: int, cache: dict) -> list[str]:
 
 
 _CLITIC = r"'(?:s|re|ve|ll|m|d)"
-_CLITICS = frozenset(["'s", "'re", "'ve", "'ll", "'m", "'d"])
 _SIMPLE_LINE = re.compile(rf" *(?:[A-Za-z]+(?:n't|{_CLITIC})?(?:[,;:](?= )|(?= )|\.(?= *$)| *$) *)*")
-_SIMPLE_LINE_M = re.compile(
-    rf"^ *(?:[A-Za-z]+(?:n't|{_CLITIC})?(?:[,;:](?= )|(?= )|\.(?= *$)| *$) *)*$", re.MULTILINE
-)
 _SIMPLE_CLITIC = re.compile(rf"(n't|{_CLITIC})")
 # plain lines that still need the lexer: clitics after one letter or after n, upper-case clitics
 _SIMPLE_APOS_EXCLUDE = re.compile(r"(?<![A-Za-z])[A-Za-z](?:'|n't)|nn't|N't|n'T|'(?:S|RE|VE|LL|M|D|Re|Ve|Ll)\b")
 
 
-_PUNCT_TO_SPACE = str.maketrans({",": " ", ";": " ", ":": " ", ".": " "})
+_PUNCT_TO_SPACE = str.maketrans({",": " ", ";": " ", ":": " ", ".": " ", "!": " ", "?": " "})
 _PUNCT_SPLIT = str.maketrans({",": " , ", ";": " ; ", ":": " : ", ".": " . "})
 
 
@@ -392,7 +393,6 @@ def ptb_tokenize_line(line: str, following: str | None = None, cache: dict | Non
     return " ".join(_scan(text, 0, len(line), {} if cache is None else cache)).lower()
 
 
-_CONTEXT_FREE = re.compile(r"[^.'\d\u2019\u0092]*")
 _NEWLINES = re.compile("[\r\n\u2028\u2029\u000b\u000c\u0085]")
 
 
@@ -401,6 +401,24 @@ def _filter(tokenized: str) -> str:
 
 
 _SPECIAL_RE = re.compile("|".join(sorted(_SPECIAL)))
+# A "plain" line holds only letters, spaces, lower-case clitics ('s 're 've 'll 'm 'd n't) and single , ; : . ! ?
+# right after a word and before a space or the line end. For those the lexer's output is known: split off the
+# clitics and the punctuation. These patterns find the lines that are NOT plain.
+# (Each pattern starts with a literal or a class so that the regex engine can scan fast; the text they run on
+# starts with a newline, so "^" is written "\n".)
+_NOT_PLAIN = [
+    re.compile(r"[^A-Za-z ,;:.!?'\n]"),
+    re.compile(r"[,;:.!?](?![ \n]|\Z)"),
+    re.compile(r"[ ,;:.!?'\n][,;:.!?]"),
+    re.compile(r"'(?!(?:s|re|ve|ll|m|d|t)(?![A-Za-z]))"),
+    re.compile(r"'(?<=[^A-Za-z][A-Za-z]')"),
+    re.compile(r"\n[A-Za-z]?'"),
+    re.compile(r"'t(?<![A-Za-z]n't)"),
+    re.compile(r"nn't"),
+]
+# abbreviations (and single letters) before a period, found on the reversed text so the pattern starts with "."
+_REVERSED_WORD_BEFORE_PERIOD = re.compile(r"\.([a-z]{1,7})(?![a-z])")
+_REVERSED_ABBREV = frozenset(w[::-1] for w in _ABBREV_WORDS) | frozenset("abcdefghijklmnopqrstuvwxyz")
 
 
 def ptb_tokenize(captions: Iterable[str]) -> list[str]:
@@ -409,45 +427,40 @@ def ptb_tokenize(captions: Iterable[str]) -> list[str]:
     n = len(caps)
     if n == 0:
         return []
-    # bulk path: plain lines (letters, clitics, , ; : and a final period) need no lexer
     text = "\n".join(caps)
     low = text.lower()
     starts = list(accumulate((len(c) + 1 for c in caps[:-1]), initial=0))
+    # lower() can change lengths (e.g. U+0130): positions in `low` need their own line starts
+    starts_low = starts if len(low) == len(text) else list(
+        accumulate((len(c) + 1 for c in low.split("\n")[:-1]), initial=0))
     needs_lexer = set()
-    for m in _SPECIAL_RE.finditer(low):
-        needs_lexer.add(bisect_right(starts, m.start()) - 1)
-    p = text.find("'")
-    while p != -1:  # clitics the simple path cannot split: after one letter or after n, upper case
-        if _SIMPLE_APOS_EXCLUDE.match(text, max(p - 3, 0), p + 4) or _SIMPLE_APOS_EXCLUDE.search(
-            text[max(p - 3, 0):p + 4]
-        ):
-            needs_lexer.add(bisect_right(starts, p) - 1)
-        p = text.find("'", p + 1)
+
+    def mark(rx: re.Pattern, src: str) -> None:
+        for m in rx.finditer(src):
+            needs_lexer.add(bisect_right(starts_low, m.start()) - 1)
+
+    mark(_SPECIAL_RE, low)  # assimilations: gonna -> gon na, cannot -> can not
+    nl_text = "\n" + text
+    for rx in _NOT_PLAIN:
+        for m in rx.finditer(nl_text):
+            needs_lexer.add(bisect_right(starts, max(m.start() - 1, 0)) - 1)
+    # a period after an abbreviation or a single letter can stay attached or be doubled
+    rev = low[::-1]
+    abbrev = _REVERSED_ABBREV.intersection(_REVERSED_WORD_BEFORE_PERIOD.findall(rev))
+    if abbrev:
+        rx = re.compile(r"\.(?:" + "|".join(sorted(abbrev, key=len, reverse=True)) + r")(?![a-z])")
+        last = len(low) - 1
+        for m in rx.finditer(rev):
+            needs_lexer.add(bisect_right(starts_low, last - m.start()) - 1)
     if "'" in low:
         low = _SIMPLE_CLITIC.sub(r" \1", low)
     fast = low.translate(_PUNCT_TO_SPACE).split("\n")
-    if len(fast) != n:  # a caption with other line separators: no bulk path
-        return [_filter(ptb_tokenize_line(c, "\n".join(caps[i + 1:i + 5])[:64] if i + 1 < n else None))
-                for i, c in enumerate(caps)]
-    # plain lines, found in one pass over the joined text
-    plain = set()
-    line_of = {st: i for i, st in enumerate(starts)}
-    for m in _SIMPLE_LINE_M.finditer(text):
-        i = line_of.get(m.start())
-        if i is not None and m.end() - m.start() == len(caps[i]):
-            plain.add(i)
-    plain -= needs_lexer
-    for i in plain:
-        c = caps[i]
-        if "." in c:
-            last = c.rstrip()[:-1].rsplit(" ", 1)[-1].lower()
-            if len(last) < 2 or last in _ABBREV_WORDS:
-                needs_lexer.add(i)
+    if len(fast) != n:  # a caption with other line separators (\r, U+2028 ...): lexer only
+        needs_lexer = set(range(n))
+        fast = [""] * n
     out = [" ".join(f.split()) for f in fast]
     cache: dict = {}  # lexer decisions, per call
-    for i in range(n):
-        if i in plain and i not in needs_lexer:
-            continue
+    for i in sorted(needs_lexer):
         # the Java lexer sees the captions joined by newlines: its sentence-end rules look ahead
         following = "\n".join(caps[i + 1:i + 5])[:64] if i + 1 < n else None
         out[i] = _filter(ptb_tokenize_line(caps[i], following, cache))

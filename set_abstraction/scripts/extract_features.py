@@ -19,7 +19,7 @@ import torch
 from common.checkpoint import extract_state_dict, load_checkpoint_file, load_state_dict_strict, remap_keys
 from common.distributed import progress
 from common.errors import InputError, run_cli
-from set_abstraction.backbone import ARCHS, build_backbone
+from set_abstraction.backbone import ARCHS, TORCHVISION_ARCHS, build_backbone
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v")
 
@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split named in the outputs")
     p.add_argument("--out_dir", default="metadata", help="metadata directory to write into")
     p.add_argument("--basemodel_name", default="resnet3d50", help="prefix of the features file")
-    p.add_argument("--arch", default="resnet3d50", choices=sorted(ARCHS), help="3D ResNet depth")
-    p.add_argument("--width", type=int, default=64, help="base width (64 -> 2048-d features)")
+    p.add_argument("--arch", default="resnet3d50", choices=[*ARCHS, *TORCHVISION_ARCHS],
+                   help="3D ResNet depth (resnet3d*), or a torchvision video model (tv_*, needs torchvision)")
+    p.add_argument("--width", type=int, default=64, help="base width of resnet3d* (64 -> 2048-d features)")
     p.add_argument("--weights", default=None, help="pretrained backbone state dict (.pth/.pth.tar/.safetensors)")
     p.add_argument("--trust_checkpoint", action="store_true", help="allow --weights needing full unpickling")
     p.add_argument("--num_frames", type=int, default=16, help="frames sampled per video")
@@ -94,7 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not videos:
         raise InputError(video_dir, f"no video files ({', '.join(VIDEO_EXTENSIONS)})")
     torch.manual_seed(args.seed)
-    model = build_backbone(args.arch, args.width)
+    try:
+        model = build_backbone(args.arch, args.width)
+    except ImportError as err:
+        raise InputError("--arch", str(err)) from None
     if args.weights:
         state = extract_state_dict(load_checkpoint_file(args.weights, trust=args.trust_checkpoint))
         load_state_dict_strict(model, remap_keys(state, strip_prefix="module."), source=args.weights)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from singularity.data.annotations import (ImageTextTrainDataset, MultipleChoiceDataset, QADataset,
                                           RetrievalEvalDataset, mc_collate, qa_collate, spec_media_type)
-from singularity.data.transforms import TestTransform, TrainTransform
+from singularity.data.transforms import EvalTransform, TrainTransform
 from singularity.engine import MetaLoader, build_loader
 from singularity.models.config_paths import cfg_get
 
@@ -36,7 +36,7 @@ def train_meta_loader(config, multi_vision_gt: bool = False, paragraph: bool = F
 
 def retrieval_eval_loaders(config, names) -> dict:
     """``{name: loader}`` over ``test_file[name]`` (no distributed sampler: every rank encodes all, 9.24 K)."""
-    transform = TestTransform(int(cfg_get(config, "image_res", 224)))
+    transform = EvalTransform(int(cfg_get(config, "image_res", 224)))
     out = {}
     for name in names:
         spec = list(cfg_get(config, "test_file")[name])
@@ -52,7 +52,7 @@ def retrieval_eval_loaders(config, names) -> dict:
 def mc_loader(config, name: str):
     """Loader over the MSRVTT-MC style ``test_file[name]``."""
     spec = list(cfg_get(config, "test_file")[name])
-    dataset = MultipleChoiceDataset(spec, TestTransform(int(cfg_get(config, "image_res", 224))), _video_cfg(config))
+    dataset = MultipleChoiceDataset(spec, EvalTransform(int(cfg_get(config, "image_res", 224))), _video_cfg(config))
     return build_loader(dataset, int(cfg_get(config, f"batch_size_test.{spec_media_type(spec)}")),
                         int(cfg_get(config, "num_workers", 0)), train=False, collate_fn=mc_collate)
 
@@ -71,6 +71,6 @@ def qa_train_loader(config) -> MetaLoader:
 def qa_eval_loader(config, name: str):
     """QA eval loader, sharded across ranks (spec 3.8)."""
     spec = list(cfg_get(config, "test_file")[name])
-    dataset = QADataset([spec], TestTransform(int(cfg_get(config, "image_res", 224))), _video_cfg(config), train=False)
+    dataset = QADataset([spec], EvalTransform(int(cfg_get(config, "image_res", 224))), _video_cfg(config), train=False)
     return build_loader(dataset, int(cfg_get(config, f"batch_size_test.{dataset.media_type}")),
                         int(cfg_get(config, "num_workers", 0)), train=False, distributed_eval=True)

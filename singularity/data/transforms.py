@@ -62,7 +62,7 @@ class TrainTransform:
         return normalize(x)
 
 
-class TestTransform:
+class EvalTransform:
     """Resize((res, res), bicubic; aspect ratio not kept, pitfall 9.22 K) -> /255 -> normalise."""
 
     def __init__(self, image_res: int):

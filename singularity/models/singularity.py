@@ -44,7 +44,7 @@ class SingularityBase(nn.Module):
                                             encoder_width=self.vision_width)
         self.text_width = self.bert_config.hidden_size
         self.text_encoder = XBertForMaskedLM(self.bert_config) if pretrain else XBertModel(self.bert_config)
-        init_bert_weights(self.text_encoder)
+        init_bert_weights(self.text_encoder, self.bert_config.initializer_range)
         self.num_frames = int(cfg_get(config, "video_input.num_frames", 1))
         self.add_temporal_embed = bool(cfg_get(config, "add_temporal_embed", False))
         self.temporal_embeddings = nn.Parameter(torch.zeros(1, self.num_frames, 1, self.vision_width))

@@ -35,7 +35,7 @@ def build_temporal_encoder(bert_config_path, num_layers: int, width: int) -> XBe
     cfg.hidden_size = width
     cfg.encoder_width = width
     encoder = XBertEncoder(cfg)
-    init_bert_weights(encoder)
+    init_bert_weights(encoder, cfg.initializer_range)
     return encoder
 
 

@@ -21,7 +21,7 @@ class SingularityQA(SingularityBase):
         dec_cfg.num_hidden_layers = int(cfg_get(config, "num_decoder_layers", 3))
         dec_cfg.encoder_width = self.text_width
         self.text_decoder = XBertLMHeadModel(dec_cfg)
-        init_bert_weights(self.text_decoder)
+        init_bert_weights(self.text_decoder, dec_cfg.initializer_range)
         self.frame_ensemble = str(cfg_get(config, "eval_frame_ensemble", "concat"))
 
     def encode_question(self, image: torch.Tensor, question: dict[str, torch.Tensor]) -> torch.Tensor:

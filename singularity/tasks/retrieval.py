@@ -9,8 +9,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the monorepo importable (absolute imports only)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import torch
-
 from common.distributed import barrier
 from common.errors import run_cli
 from singularity.config import setup_config
@@ -35,8 +33,11 @@ def retrieval_step(tokenizer, config):
     return step
 
 
-def evaluate_all(model, loaders: dict, tokenizer, runtime, config) -> dict:
-    """``{"<name>/": re-ranked metrics, "<name>_emb/": ITC metrics}`` for every loader (spec 2.6)."""
+def evaluate_all(model, loaders: dict, tokenizer, runtime, config, scores: dict | None = None) -> dict:
+    """``{"<name>/": re-ranked metrics, "<name>_emb/": ITC metrics}`` for every loader (spec 2.6).
+
+    ``scores``, when given, receives ``{name: (i2t_x, t2i_x, i2t_emb, t2i_emb)}`` (numpy score matrices).
+    """
     results = {}
     for name, loader in loaders.items():
         logger.info("Evaluating %s (%d media, %d texts)", name, len(loader.dataset), len(loader.dataset.text))
@@ -45,9 +46,8 @@ def evaluate_all(model, loaders: dict, tokenizer, runtime, config) -> dict:
         ds = loader.dataset
         results[f"{name}/"] = itm_eval(i2t_x, t2i_x, ds.txt2img, ds.img2txt)
         results[f"{name}_emb/"] = itm_eval(i2t_emb, t2i_emb, ds.txt2img, ds.img2txt)
-        scores_path = getattr(config, "_scores_dir", None)
-        if scores_path:
-            torch.save({"i2t": i2t_x, "t2i": t2i_x, "i2t_emb": i2t_emb, "t2i_emb": t2i_emb}, scores_path)
+        if scores is not None:
+            scores[name] = (i2t_x, t2i_x, i2t_emb, t2i_emb)
     for name, metrics in results.items():
         logger.info("%s %s", name, "  ".join(f"{k}: {v}" for k, v in metrics.items()))
     return results

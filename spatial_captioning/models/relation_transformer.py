@@ -240,6 +240,8 @@ class RelationTransformerModel(CaptionModel):
         legacy = bool(_get(opt, "legacy_extra_skip", False))
         if self.vocab_size <= 0:
             raise ValueError("vocab_size must be set (from the cocotalk.json vocabulary)")
+        if self.heads != 8:
+            raise ValueError(f"the ort model has 8 geometry heads hard-coded (WGs); --heads must be 8, got {self.heads}")
         E, p, tgt_vocab = self.d_model, 0.1, self.vocab_size + 1  # ORT's transformer dropout is a hard 0.1
         self.att_embed = nn.Sequential(nn.Linear(self.img_feat_size, E), nn.ReLU(), nn.Dropout(self.drop_prob_lm))
         attn = MultiHeadedAttention(self.heads, E, p)

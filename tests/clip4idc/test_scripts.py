@@ -36,12 +36,16 @@ def test_parsers_have_original_flags_and_defaults():
 
 
 def test_unused_flags_and_bad_values_are_refused(capsys):
-    for argv, needle in ((["--margin", "0.3"], "--margin"), (["--task_type", "caption"], "retrieval"),
-                         ([], "--do_train or --do_eval"), (["--datatype", "msrvtt"], "--datatype")):
+    from common.errors import run_cli
+
+    base = ["--output_dir", "unused_dir", "--datatype", "clevr"]
+    cases = ((base + ["--do_train", "--margin", "0.3"], "--margin"),
+             (base + ["--do_train", "--task_type", "caption"], "retrieval"),
+             (base, "--do_train or --do_eval"),
+             (["--output_dir", "unused_dir", "--do_train", "--datatype", "msrvtt"], "--datatype"))
+    for argv, needle in cases:
         with pytest.raises(SystemExit) as exit_info:
-            from common.errors import run_cli
-            run_cli(retrieval_main, ["--output_dir", "unused", "--do_train", "--datatype", "clevr"][: 4 if not argv or argv[0] != "--datatype" else 3] + argv
-                    if argv != [] else ["--output_dir", "unused", "--datatype", "clevr"])
+            run_cli(retrieval_main, argv)
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and needle in err and "\n" not in err

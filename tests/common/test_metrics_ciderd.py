@@ -133,7 +133,8 @@ def _token_id_data(seed: int, images: int = 40, per_image: int = 5, samples: int
     rng = random.Random(seed)
 
     def sent():
-        return " ".join(str(rng.randint(1, 30)) for _ in range(rng.randint(1, 16))) + (" 0" if rng.random() < .8 else "")
+        words = " ".join(str(rng.randint(1, 30)) for _ in range(rng.randint(1, 16)))
+        return words + (" 0" if rng.random() < 0.8 else "")
 
     refs = [[sent() for _ in range(per_image)] for _ in range(images)]
     cands, index = [], []

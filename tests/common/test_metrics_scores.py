@@ -95,6 +95,7 @@ def test_scores_equal_pycocoevalcap_on_same_tokens(dataset):
         np.testing.assert_allclose(items[key], per_item, rtol=0, atol=TOL, err_msg=f"{name} {key}")
 
 
+@pytest.mark.java
 def test_evaluate_end_to_end_against_java_pipeline(dataset, java):
     """evaluate() on raw strings == COCOEvalCap's pipeline (Java PTBTokenizer, then the scorers)."""
     name, refs, preds = dataset
@@ -147,6 +148,7 @@ def meteor_runs(java, meteor_inputs) -> tuple[dict, tuple, tuple]:
     return spans, (ours["METEOR"], per["METEOR"]), (score, scores)
 
 
+@pytest.mark.java
 @pytest.mark.parametrize("group", ["synthetic_abstract", "synthetic_coco", "spot", "abstract48S"])
 def test_meteor_identical(group, meteor_runs):
     spans, (ours, ours_items), (theirs, theirs_items) = meteor_runs

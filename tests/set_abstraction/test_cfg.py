@@ -46,7 +46,8 @@ def test_run_name_from_resume_path(resume, prefix, name):
 @pytest.mark.parametrize("argv,flag", [
     (["--criterion", "MSE"], "--criterion"), (["--criterion", "MSE", "CE", "BCE"], "--criterion"),
     (["-l", "1"], "--loss_weights"), (["-bm", "i3d"], "--basemodel_name"), (["-s", "3", "2"], "--scales"),
-    (["--max_step", "0"], "--max_step"),
+    (["--max_step", "0"], "--max_step"), (["--return_metric", "top1@abstr_1", "-s", "2", "3"], "--return_metric"),
+    (["--val_freq", "0"], "--val_freq"),
 ])
 def test_refused_flags(argv, flag):
     with pytest.raises(InputError, match=flag):
@@ -76,3 +77,9 @@ def test_optimizer_builder_does_not_mutate_state():
         assert opt.defaults["momentum"] == 0.9 and opt.defaults["weight_decay"] == 5e-4 and opt.defaults["lr"] == 0.5
     adam = build_optimizer(cfg.parse_args([]), [torch.nn.Parameter(torch.zeros(1))])
     assert isinstance(adam, torch.optim.Adam) and adam.defaults["weight_decay"] == 5e-4
+
+
+def test_training_only_flags_are_reported_for_evaluation():
+    assert cfg.training_only_flags_given(cfg.parse_args([])) == []
+    given = cfg.training_only_flags_given(cfg.parse_args(["--num_epochs", "3", "--lr_schedule", "legacy"]))
+    assert given == ["--num_epochs", "--lr_schedule"]

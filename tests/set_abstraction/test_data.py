@@ -167,3 +167,12 @@ def test_pickles_needing_full_unpickling_are_refused(tmp_path):
     torch.save({"v.mp4": _NotATensor()}, tmp_path / "e.pth")
     with pytest.raises(InputError, match="e.pth: not a readable torch file"):
         FeatureStore(tmp_path / "e.pth", "moments")
+
+
+def test_legacy_torch_save_format_features_load(tmp_path):
+    """Pre-zipfile torch.save files (older releases) cannot be memory-mapped; they load in RAM instead."""
+    feats = torch.randn(2, 8)
+    torch.save(feats, tmp_path / "f.pth", _use_new_zipfile_serialization=False)
+    (tmp_path / "l.txt").write_text("a 1 0\nb 1 0\n")
+    store = FeatureStore(tmp_path / "f.pth", "moments", listfile_path=tmp_path / "l.txt")
+    torch.testing.assert_close(store.features[store.row("b")], feats[1])

@@ -44,3 +44,18 @@ def test_evaluation_files_in_original_layout(trained):
     summary = open(results["figure"].replace("outputs", "logs").replace("_example.png", "_summary.txt")).read()
     assert summary.startswith("-----Evaluation is finished------\ntop1@abstr ")
     assert "Overall Avg Rank Correlation: " in summary and "N = 5 Acc@1 (" in summary
+
+
+def test_visualised_choices_match_the_truth(trained):
+    from set_abstraction.visualize import describe_outlier_record, hierarchy_layout
+
+    exp = trained["experiment"]
+    data = exp.meta.outlier()
+    infos = [describe_outlier_record(exp.model, exp.graph, data, i) for i in range(0, len(data), 6)]
+    assert all(info["predicted_outlier"] == info["true_outlier"] == len(info["members"]) - 1 for info in infos)
+    assert all(info["true_abstraction"] == data.records[i * 6].common for i, info in enumerate(infos))
+    agree = sum(info["predicted_abstraction"] == info["true_abstraction"] for info in infos) / len(infos)
+    assert agree >= 0.8
+    pos = hierarchy_layout(exp.graph.subgraph(["root", "top0.v.01", "group0.v.01", "act00.v.01", "act01.v.01"]))
+    assert pos["root"][1] == 0 and pos["act00.v.01"][1] == pos["act01.v.01"][1] == -3
+    assert pos["group0.v.01"][0] == (pos["act00.v.01"][0] + pos["act01.v.01"][0]) / 2

@@ -128,3 +128,13 @@ def test_scripts_run_from_subproject_dir_and_as_module(syn2048_dir, tmp_path):
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == (
         f"error: {bad / 'moments_graph.json'}: record root: field 'label': every node needs an int 'label'")
+
+
+def test_torchvision_arch_refused_clearly_without_torchvision(tmp_path, monkeypatch):
+    from common.errors import InputError
+
+    _write_video(tmp_path / "v" / "x.avi", 3, 0)
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import fails as on this project's CPU stack
+    monkeypatch.setitem(sys.modules, "torchvision.models", None)
+    with pytest.raises(InputError, match="--arch: arch 'r3d_18' needs torchvision"):
+        extract_features.main(["--video_dir", str(tmp_path / "v"), "--arch", "tv_r3d_18", "--out_dir", str(tmp_path)])

@@ -126,3 +126,16 @@ def test_non_default_scales_train(syn_dir, tmp_path, experiment):
     assert sorted(k for k in val if k.startswith("top")) == ["top1@abstr", "top1@abstr_4", "top5@abstr",
                                                              "top5@abstr_4"]
     assert val["top1@abstr"] == val["top1@abstr_4"]
+
+
+def test_val_freq_validates_every_n_epochs_and_the_last(syn_dir, tmp_path, experiment):
+    history = experiment(syn_dir, tmp_path, "--num_epochs", "3", "--val_freq", "2", "--max_step", "1").run()
+    assert [h["epoch"] for h in history["val"]] == [1, 2] and len(history["train"]) == 3
+
+
+def test_kinetics_layout_trains_and_evaluates(syn_dir, tmp_path, experiment):
+    exp = experiment(syn_dir, tmp_path, "--dataset", "kinetics", "--num_epochs", "1", "--max_step", "2")
+    assert [h["epoch"] for h in exp.run()["val"]] == [0]
+    results = exp.evaluate(visualize=False)
+    assert set(results["odd_one_out"]) == {"3", "4", "5"} and results["set_completion"]["counts"] == {
+        "2": 20, "3": 20, "4": 20}

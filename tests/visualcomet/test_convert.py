@@ -100,7 +100,13 @@ def test_released_checkpoint_directory_loads_and_runs(vc_data, vc_tokenizer, tmp
     assert len(gens) == 3 * 16 and all(len(g["generations"]) == 2 for g in gens)
     assert run_rank.main(["--data_dir", str(vc_data), "--model_name_or_path", str(ckpt), "--split", "val",
                           "--max_seq_len", "40", "--rank_mode", "random_4", "--no_cuda"]) == 0
-    assert 0.0 <= json.loads((ckpt / "val_rank_random_4.json").read_text())["mean_recall"] <= 1.0
+    first = json.loads((ckpt / "val_rank_random_4.json").read_text())
+    assert 0.0 <= first["mean_recall"] <= 1.0
+    # no training cache needed, and --overwrite_cache works (pitfall 9); seeded negatives reproduce
+    assert run_rank.main(["--data_dir", str(vc_data), "--model_name_or_path", str(ckpt), "--split", "val",
+                          "--max_seq_len", "40", "--rank_mode", "random_4", "--no_cuda", "--overwrite_cache",
+                          "--overwrite_output"]) == 0
+    assert json.loads((ckpt / "val_rank_random_4.json").read_text()) == first
 
 
 def test_convert_file_writes_loadable_directory(vc_tokenizer, tmp_path):

@@ -149,13 +149,22 @@ def test_malformed_inputs_name_file_record_field(tmp_path):
     with pytest.raises(InputError, match="field 'names'"):
         vdata.load_metadata(str(meta))
     # a missing split key is filled in (the original crashed in run_generation)
-    assert vdata.load_annotations(bad.with_name("x.json") if False else _ok(tmp_path), "val")[0]["split"] == "val"
+    ok = tmp_path / "ok.json"
+    ok.write_text(json.dumps([{"img_fn": "a.jpg", "metadata_fn": "a.json", "event": "x", "place": "y"}]))
+    assert vdata.load_annotations(ok, "val")[0]["split"] == "val"
 
 
-def _ok(tmp_path):
-    p = tmp_path / "ok.json"
-    p.write_text(json.dumps([{"img_fn": "a.jpg", "metadata_fn": "a.json", "event": "x", "place": "y"}]))
-    return p
+def test_vcr_paths_options_env_and_defaults(vc_data, monkeypatch):
+    monkeypatch.delenv("VCR_IMAGES_DIR", raising=False)
+    monkeypatch.delenv("VCR_FEATURES_DIR", raising=False)
+    p = vdata.DataPaths.resolve(str(vc_data))
+    assert (p.images_dir, p.features_dir) == (vc_data / "vcr1images", vc_data / "features")
+    monkeypatch.setenv("VCR_IMAGES_DIR", "/env/images")
+    monkeypatch.setenv("VCR_FEATURES_DIR", "/env/features")
+    assert str(vdata.DataPaths.resolve(str(vc_data)).images_dir) == "/env/images"
+    assert str(vdata.DataPaths.resolve(str(vc_data), "/cli/img", "/cli/f").features_dir) == "/cli/f"
+    with pytest.raises(InputError, match="annotation directory not found"):
+        vdata.DataPaths.resolve(str(vc_data / "missing" / "dir") + "/")
 
 
 def test_data_dir_without_trailing_slash_and_cache_keys(vc_data, vc_tokenizer, tmp_path):

@@ -39,6 +39,11 @@ def test_diversity_definitions():
     assert d["Unique"] == 3 / 4
     # 'sleep well' is novel because training sentences are raw, not PTB-tokenised (pitfall 26, K)
     assert d["Novel"] == 1 / 4
+    from common.metrics import ptb_tokenize
+
+    normalised = evaluation.train_sentences(TRAIN, ptb_tokenize)  # the O variant
+    assert "sleep well" in normalised
+    assert evaluation.diversity(["sleep well"], normalised)["Novel"] == 0.0
 
 
 @pytest.mark.java
@@ -52,7 +57,7 @@ def test_scores_equal_pycocoevalcap_with_original_items(tmp_path, java):
     refs_file.write_text(json.dumps(REFS))
     train_file.write_text(json.dumps(TRAIN))
     assert evaluate_generation.main(["--gens_file", str(gens), "--refs_file", str(refs_file), "--diversity",
-                                     "--train_file", str(train_file)]) == 0
+                                     "--train_file", str(train_file), "--normalized_novel"]) == 0
     ours = json.loads((tmp_path / "val_gens.evaluate.json").read_text())
     refs, preds = evaluation.scoring_items(GENS, REFS)
     tok = PTBTokenizer()
@@ -66,5 +71,6 @@ def test_scores_equal_pycocoevalcap_with_original_items(tmp_path, java):
     assert 0.0 < ours["METEOR"] <= 1.0  # common.metrics runs pycocoevalcap's own meteor-1.5.jar
     expected = evaluation.diversity([p[k][0] for k in sorted(p)], evaluation.train_sentences(TRAIN))
     assert ours["Unique"] == pytest.approx(expected["Unique"]) and ours["Novel"] == pytest.approx(expected["Novel"])
+    assert ours["Novel_normalized"] <= ours["Novel"]
     with pytest.raises(InputError, match="exists"):  # results are never overwritten silently
         evaluate_generation.main(["--gens_file", str(gens), "--refs_file", str(refs_file)])

@@ -40,8 +40,13 @@ def test_kill_and_resume_is_bit_identical(vc_data, vc_train_argv, tmp_path):
 
 
 def test_torchrun_two_processes_cpu(vc_data, vc_train_argv, tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a free port: other suites may run torchrun at the same time
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
            str(REPO / "visualcomet" / "scripts" / "run_finetuning.py"),
            *vc_train_argv(vc_data, out, "--per_gpu_eval_batch_size", "48", steps=3)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -88,3 +93,27 @@ def test_output_dir_not_overwritten_and_bool_flags(vc_data, vc_train_argv, tmp_p
         train(build_parser().parse_args(vc_train_argv(vc_data, out, steps=1)))
     args = build_parser().parse_args(vc_train_argv(vc_data, out, "--do_eval", "False"))
     assert args.do_eval is False  # proper booleans (pitfall 15)
+
+
+def test_validation_drops_the_last_partial_batch(vc_data, vc_tokenizer, vc_paths):
+    """Pitfall 17: eval loss = mean of batch means over full batches (K); --eval_all_batches is token-weighted (O)."""
+    import argparse
+
+    from visualcomet import data as vdata
+    from visualcomet.model import VisualCometLMHead, make_config
+    from visualcomet.training import evaluate
+
+    torch.manual_seed(0)
+    model = VisualCometLMHead(make_config(vocab_size=len(vc_tokenizer), n_layer=1, n_head=2, n_embd=32)).eval()
+    lay, splits = vdata.build_finetune_data(vc_paths, vc_tokenizer, 40)
+    ex, lab, recs = splits["val"]
+    ds = vdata.VCGDataset(recs, ex, lab, vc_tokenizer, vc_paths)
+    args = argparse.Namespace(eval_all_batches=False, fp16=False, bf16=False)
+    with torch.no_grad():
+        means = [float(model(**{k: v for k, v in vdata.collate([ds[i] for i in range(s, s + 40)]).items()
+                                if k != "index"})["loss"]) for s in (0, 40)]
+    got = evaluate(model, ds, 40, torch.device("cpu"), args)["loss"]
+    model.eval()
+    assert len(ds) == 96 and got == pytest.approx(sum(means) / 2, rel=1e-6)  # records 80..95 ignored
+    args.eval_all_batches = True
+    assert evaluate(model, ds, 40, torch.device("cpu"), args)["loss"] != pytest.approx(got, rel=1e-9)

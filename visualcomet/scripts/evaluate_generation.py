@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="inference", choices=["inference"], help="only inference generations exist")
     p.add_argument("--diversity", action="store_true", help="also compute Unique and Novel (needs --train_file)")
     p.add_argument("--train_file", default=None, help="train_annots.json (for Novel)")
+    p.add_argument("--normalized_novel", action="store_true",
+                   help="also report Novel_normalized: training sentences PTB-tokenised like the predictions "
+                        "(the original compared against raw sentences, pitfall 26)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing .evaluate.json")
     return p
 
@@ -39,7 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                else args.gens_file + ".evaluate.json")
     if out.exists() and not args.overwrite:
         raise InputError(out, "exists; pass --overwrite to replace it")
-    result = evaluate_generations(args.gens_file, args.refs_file, args.diversity, args.train_file)
+    if args.normalized_novel and not args.diversity:
+        raise InputError("--normalized_novel", "needs --diversity")
+    result = evaluate_generations(args.gens_file, args.refs_file, args.diversity, args.train_file,
+                                  normalized_novel=args.normalized_novel)
     for k, v in result.items():
         print(f"{k}: {v:.4f}")
     atomic_write_json(out, result)

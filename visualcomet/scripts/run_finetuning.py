@@ -117,8 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.do_train:
         raise InputError("--do_train", "this script trains; evaluate a model with --do_train false by pointing "
                                        "run_rank.py / run_generation.py at it")
-    from visualcomet.training import train
+    from visualcomet.training import log, train
 
+    defaults = build_parser().parse_args(["--data_dir", "-", "--output_dir", "-"])
+    for flag in ("task", "local_rank", "evaluate_during_training", "mlm_probability"):
+        if getattr(args, flag) != getattr(defaults, flag):
+            log.warning("--%s has no effect (as in the original): %s", flag,
+                        next(a.help for a in build_parser()._actions if a.dest == flag))
     result = train(args)
     print(json.dumps(result))
     return 0

@@ -1,0 +1,1 @@
+"""Data preparation scripts of the original (Spot-the-Diff reformat, GT builders)."""

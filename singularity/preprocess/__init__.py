@@ -1,0 +1,1 @@
+"""Offline media preprocessing (``preprocess/compress.py``)."""

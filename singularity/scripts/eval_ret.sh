@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Usage: bash scripts/eval_ret.sh DATASET CKPT_PATH SAVE_DIRNAME MODE NGPU [key=value ...]   (MODE before NGPU, as the original)
+#   DATASET in {coco, flickr, msrvtt, didemo, anet, ssv2_label, ssv2_template}; output: $(dirname CKPT_PATH)/SAVE_DIRNAME
+#SBATCH --partition=XXX
+#SBATCH --nodes=1
+#SBATCH --gres=gpu:1
+#SBATCH --ntasks-per-node=1
+#SBATCH --cpus-per-task=10
+#SBATCH --time=4:00:00
+#SBATCH --mem=100G
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/launch.sh"
+[[ $# -ge 5 ]] || sl_die "Usage: bash scripts/eval_ret.sh DATASET CKPT_PATH SAVE_DIRNAME MODE NGPU [key=value ...]"
+dataset=$1; pretrained_path=$2; save_dirname=$3; mode=$4; ngpus=$5
+sl_check_choice "$dataset" dataset coco flickr msrvtt didemo anet ssv2_label ssv2_template
+sl_check_choice "$mode" mode local slurm
+sl_check_int "$ngpus"
+[[ -f "$pretrained_path" ]] || sl_die "pretrained_path ${pretrained_path} does not exist. Exit."
+output_dir=$(dirname "$pretrained_path")/${save_dirname}
+sl_prepare_output_dir "$output_dir"
+sl_launch "$mode" "$ngpus" "$output_dir" retrieval.py "ret_${dataset}.yaml" \
+  "output_dir=${output_dir}" "pretrained_path=${pretrained_path}" evaluate=True "${@:6}"

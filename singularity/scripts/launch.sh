@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Shared by the task scripts (sourced): validation helpers and the local (torchrun) / slurm (srun) launch.
+# SL_DRY_RUN=1 prints the launch command instead of running it. SL_CODE_SNAPSHOT=1 copies the package into
+# $output_dir/code (the original rsync'ed a directory that had to be named `singularity`; pitfall 9.15 F).
+# wandb is off unless WANDB_ENABLE=True (the original forced it on; pitfall 9.14 F).
+
+SL_PKG_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SL_REPO_DIR=$(dirname "${SL_PKG_DIR}")
+
+sl_die() { echo "$1"; exit 1; }
+
+sl_check_choice() {  # value name choices...
+  local value=$1 name=$2; shift 2
+  for c in "$@"; do [[ "$value" == "$c" ]] && return 0; done
+  sl_die "Does not support ${name} ${value}; choose one of: $*"
+}
+
+sl_check_int() { [[ "$1" =~ ^[0-9]+$ ]] || sl_die "NGPU must be a positive integer, got '$1'"; }
+
+sl_prepare_output_dir() {  # output_dir
+  if [[ -d "$1" ]]; then sl_die "Dir $1 already exist. Exit."; fi
+  mkdir -p "$1"
+  if [[ "${SL_CODE_SNAPSHOT:-0}" == "1" ]]; then
+    mkdir -p "$1/code"
+    (cd "${SL_PKG_DIR}" && tar --exclude='*.out' --exclude='__pycache__' -cf - .) | (cd "$1/code" && tar -xf -)
+  fi
+}
+
+sl_launch() {  # mode ngpu output_dir entry config overrides...
+  local mode=$1 ngpu=$2 output_dir=$3 entry=$4 config=$5; shift 5
+  local port=${MASTER_PORT:-40000}
+  local cmd
+  if [[ "$mode" == "local" ]]; then
+    cmd=(torchrun --nnodes=1 "--nproc_per_node=${ngpu}" --rdzv_backend=c10d
+         "--rdzv_endpoint=${HOSTNAME:-localhost}:${port}" "${SL_PKG_DIR}/tasks/${entry}" "${SL_PKG_DIR}/configs/${config}" "$@")
+  else
+    local first_node
+    first_node=$(scontrol show hostnames "${SLURM_JOB_NODELIST}" 2>/dev/null | head -n 1)
+    cmd=(srun "--output=${output_dir}/slurm%j.out" "--error=${output_dir}/slurm%j.err" python
+         "${SL_PKG_DIR}/tasks/${entry}" "${SL_PKG_DIR}/configs/${config}" "$@" "dist_url=tcp://${first_node}:${port}")
+  fi
+  if [[ "${SL_DRY_RUN:-0}" == "1" ]]; then
+    printf '%q ' "${cmd[@]}"; echo
+    return 0
+  fi
+  PYTHONPATH="${SL_REPO_DIR}:${PYTHONPATH:-}" "${cmd[@]}"
+}
