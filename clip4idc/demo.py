@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     if not (data / "clevr" / "splits.json").is_file():
         write_all(data)
     if out.exists():
+        print(f"replacing the previous demo report in {out}")
         shutil.rmtree(out)
     out.mkdir(parents=True)
     common = ["--batch_size", str(a.batch_size), "--lr", str(a.lr), "--seed", str(a.seed), "--n_display", "50"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from common.errors import InputError
 from clip4idc.convert import load_into, read_state_dict, to_model_layout
 from clip4idc.models import build_model, load_clip_config, load_decoder_config
+from clip4idc.models.precision import convert_weights_fp16
 from clip4idc.models.config import CLIP_NAMES, ClipConfig, DecoderConfig, clip_config_path, load_cross_initializer_range
 
 CONFIG_SIDECAR = "clip4idc_config.json"
@@ -107,6 +108,8 @@ def create_model(args, stage: str, log: logging.Logger = logger):
             log.info("Weights of %s not initialized from pretrained model: %s", type(model).__name__, report.missing)
         if report.unexpected:
             log.info("Weights from pretrained model not used in %s: %s", type(model).__name__, report.unexpected)
+    if getattr(args, "faithful_fp16", False):
+        log.info("faithful fp16: %d CLIP tensors cast to float16 (spec 5.6)", convert_weights_fp16(model))
     return model, clip_cfg, decoder_cfg
 
 

@@ -34,11 +34,12 @@ def cross_en(sim: torch.Tensor) -> torch.Tensor:
 
 
 def symmetric_infonce(text: torch.Tensor, pair: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """(CrossEn(S) + CrossEn(S^T)) / 2 with S = exp(logit_scale) * cos(text, pair)."""
-    text = F.normalize(text.float(), dim=-1)
-    pair = F.normalize(pair.float(), dim=-1)
-    sim = logit_scale.exp() * text @ pair.t()
-    return (cross_en(sim) + cross_en(sim.t())) / 2
+    """(CrossEn(S) + CrossEn(S^T)) / 2 with S = exp(logit_scale) * cos(text, pair), in float32 even under autocast."""
+    with torch.autocast(text.device.type, enabled=False):
+        text = F.normalize(text.float(), dim=-1)
+        pair = F.normalize(pair.float(), dim=-1)
+        sim = logit_scale.float().exp() * text @ pair.t()
+        return (cross_en(sim) + cross_en(sim.t())) / 2
 
 
 def caption_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -82,13 +82,16 @@ def build_parser(task: str) -> argparse.ArgumentParser:
         a("--beam_size", type=int, default=1, help="[new] beam size for decoding (1 = greedy, the original)")
         a("--caption_metrics", type=str, default="Bleu,METEOR,ROUGE_L,CIDEr",
           help="[new] comma-separated coco-caption metrics to compute (METEOR needs Java)")
-        a("--n_visualize", type=int, default=16, help="[new] side-by-side PNGs written per evaluation (0 = none)")
+        a("--n_visualize", type=int, default=16, help="[new] pairs drawn as side-by-side PNGs (x2 on CLEVR: semantic + distractor) at the last epoch or --do_eval (0 = none)")
         a("--seed_only_clevr", action="store_true",
           help="[new] reproduce the original's unseeded Spot captioning (spec 9.4); default: always seed")
     else:
         a("--retrieval_ties", choices=["strict", "original"], default="strict",
           help="[new] rank ties strictly (default, spec 9.17 fix) or as the original's compute_metrics")
     a("--bf16", action="store_true", help="[new] bfloat16 autocast (CPU or GPU)")
+    a("--faithful_fp16", action="store_true",
+      help="[new] the original's precision: CLIP Linear/Conv weights in float16, updated in place by BertAdam with "
+           "float16 moments (spec 5.6 / 9.1; slow on CPU). Default: float32 weights")
     a("--select_on_val", action="store_true",
       help="[new] evaluate and select the best epoch on val instead of test (spec 9.5)")
     a("--per_index_rng", action="store_true",
@@ -116,8 +119,8 @@ def check_args(args: argparse.Namespace, task: str) -> argparse.Namespace:
         raise InputError("--datatype", f"must be clevr, spot or ier, got {args.datatype!r}")
     if not -1 <= args.freeze_layer_num <= 12:
         raise InputError("--freeze_layer_num", "must lie in [-1, 12]")
-    if args.fp16 and args.bf16:
-        raise InputError("--fp16", "choose one of --fp16 and --bf16")
+    if sum((args.fp16, args.bf16, args.faithful_fp16)) > 1:
+        raise InputError("--fp16", "choose one of --fp16, --bf16 and --faithful_fp16")
     if args.max_words < 3:
         raise InputError("--max_words", "must be >= 3")
     if getattr(args, "beam_size", 1) < 1:

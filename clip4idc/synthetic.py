@@ -24,7 +24,7 @@ from clip4idc.data.spot import reformat_dataset, spot_gt
 
 COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (235, 220, 40)}
 BACKGROUND = 110
-NO_CHANGE = ["nothing changed", "no change was made"]
+NO_CHANGE = ["nothing changed", "no change was made", "the scene is the same", "there is no difference"]
 TEMPLATES = {
     "color": "the {c} block changed to {c2}",
     "material": "the {c} block became metal",
@@ -39,7 +39,7 @@ TYPE_WORDS = {"color": "changed to", "material": "metal", "add": "added", "drop"
 def caption_type(caption: str) -> str:
     """Change type named by a caption ('none' for a no-change sentence, 'unknown' otherwise)."""
     text = caption.lower()
-    if any(s in text for s in ("nothing", "no change", "same")):
+    if any(s in text for s in ("nothing", "no change", "same", "no difference")):
         return "none"
     for kind, word in TYPE_WORDS.items():
         if word in text:
@@ -107,7 +107,7 @@ def write_clevr(out: Path, n_train: int, n_val: int, n_test: int, size: int, see
         _save(aft, out / "sc_images" / f"CLEVR_semantic_{sid}.png")
         _save(nsc, out / "nsc_images" / f"CLEVR_nonsemantic_{sid}.png")
         change[f"CLEVR_default_{sid}.png"] = [cap]
-        no_change[f"CLEVR_default_{sid}.png"] = list(NO_CHANGE)
+        no_change[f"CLEVR_default_{sid}.png"] = rng.sample(NO_CHANGE, 2)
         types[kind].append(f"{sid}.png")
     ids = list(range(total))
     rng.shuffle(ids)

@@ -204,7 +204,8 @@ def eval_caption(model, dataset, args, device, tokenizer, log, tag: str) -> dict
     refs = {}
     for ann in gt.get("annotations", []):
         refs.setdefault(str(ann["image_id"]), []).append(ann["caption"])
-    if getattr(args, "n_visualize", 0) > 0:
+    final = tag == "eval" or tag == str(args.epochs - 1)  # PNGs of the final model only (they cost ~0.1 s each)
+    if getattr(args, "n_visualize", 0) > 0 and final:
         write_visuals(model, vis, refs, out / f"vis_ep_{tag}", device, 2 * args.n_visualize)
     return scores
 

@@ -13,6 +13,11 @@ import numpy as np  # noqa: E402
 from clip4idc.data.images import denormalise  # noqa: E402
 
 
+def _printable(text: str) -> str:
+    """ASCII-only text for the figure (an untrained model decodes arbitrary byte tokens the font lacks)."""
+    return text.encode("ascii", "replace").decode("ascii")
+
+
 def attention_grids(attention: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndarray]:
     """Split a (2T,) CLS attention row into (grid,grid) maps over the before and after patches."""
     tokens = grid * grid + 1
@@ -43,9 +48,9 @@ def save_pair_png(path: str | Path, bef: np.ndarray, aft: np.ndarray, generated:
         lines.append("overlay: last-layer attention of the before-CLS token over both images")
     if references:
         lines.append("reference: " + " | ".join(references[:3]))
-    fig.text(0.5, 0.04, "\n".join(lines), ha="center", va="bottom", fontsize=8, wrap=True)
+    fig.text(0.5, 0.04, _printable("\n".join(lines)), ha="center", va="bottom", fontsize=8, wrap=True)
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(_printable(title), fontsize=9)
     fig.subplots_adjust(bottom=0.25, top=0.85, wspace=0.05)
     fig.savefig(path)
     plt.close(fig)
@@ -67,8 +72,54 @@ def save_grid_png(path: str | Path, items: list[dict], columns: int = 4) -> Path
         text = f"gen: {item['generated'] or '(empty)'}"
         if item.get("reference"):
             text += f"\nref: {item['reference']}"
-        ax.set_title(text, fontsize=7)
+        ax.set_title(_printable(text), fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def main(argv=None) -> int:
+    """`python visualize.py`: attention + captions of test items (the original hard-coded its paths and
+    never saved the figure)."""
+    import argparse
+
+    import torch
+
+    from clip4idc.data import build_dataset
+    from clip4idc.decoding import decode_captions
+    from clip4idc.factory import model_from_checkpoint
+    from clip4idc.tokenizer import get_tokenizer
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--init_model", required=True, help="caption-stage checkpoint (original or this layout)")
+    p.add_argument("--data_path", required=True, help="dataset root (as for main_task_caption.py)")
+    p.add_argument("--features_path", default="", help="Spot/IER image directory")
+    p.add_argument("--datatype", default="clevr", choices=["clevr", "spot", "ier"], help="dataset kind")
+    p.add_argument("--subset", default="test", help="split to draw items from")
+    p.add_argument("--index", type=int, nargs="+", default=[0], help="item indices (the original used item 0)")
+    p.add_argument("--max_words", type=int, default=None, help="decoding length (default: checkpoint config)")
+    p.add_argument("--output_dir", default="vis", help="where the PNGs go")
+    p.add_argument("--trust_checkpoint", action="store_true", help="allow full unpickling of --init_model")
+    a = p.parse_args(argv)
+    model, max_words = model_from_checkpoint(a.init_model, trust=a.trust_checkpoint)
+    tokenizer = get_tokenizer()
+    ds = build_dataset(a.datatype, "caption", a.subset, a.data_path, a.features_path, tokenizer,
+                       a.max_words or max_words, model.clip.cfg.image_resolution)
+    for index in a.index:
+        item = ds[index]
+        bef, aft = torch.from_numpy(item[3]), torch.from_numpy(item[4])
+        with torch.no_grad():
+            _, _, attn = model.encode_pair(bef, aft, return_attention=True)
+        cap = decode_captions(model, tokenizer, bef, aft, a.max_words or max_words)[0]
+        reference = tokenizer.decode([t for t in item[-2][0].tolist() if t not in (0, 49407)]).strip()
+        path = save_pair_png(Path(a.output_dir) / f"{a.subset}_{index}.png", item[3][0], item[4][0], cap, [reference],
+                             attn[0].numpy(), model.clip.cfg.grid, title=str(item[-1]))
+        print(f"{path}: {cap}")
+    return 0
+
+
+if __name__ == "__main__":
+    from common.errors import run_cli
+
+    run_cli(main)

@@ -5,7 +5,7 @@
 SL_DATA = $(if $(filter command line environment,$(origin DATA_DIR)),$(DATA_DIR),runs/synthetic/singularity)
 SL_STAMP := $(shell date +%Y%m%d-%H%M%S)
 SL_RUNS = runs/singularity
-SL_TASK = PYTHONPATH=$(CURDIR) OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m
+SL_TASK = PYTHONPATH=$(CURDIR) OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m
 
 .PHONY: singularity-demo singularity-data singularity-pretrain singularity-train_ret singularity-train_vqa \
 	singularity-eval_ret singularity-eval_ret_mc singularity-eval_vqa singularity-check_keys

@@ -51,6 +51,12 @@ def setup_runtime(config: DictConfig) -> Runtime:
     if want.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("device=%s requested but CUDA is not available: running on CPU", want)
         want = "cpu"
+    dist_url = str(cfg_get(config, "dist_url", "env://"))
+    if dist_url.startswith("tcp://"):  # slurm launch: rendezvous at the first node (spec 2.2)
+        host, _, port = dist_url[len("tcp://"):].rpartition(":")
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = host, port
+    elif dist_url != "env://":
+        raise InputError("dist_url", f"dist_url must be env:// or tcp://host:port, got {dist_url!r}")
     info = init_distributed(device="cuda" if want.startswith("cuda") else "cpu")
     config.distributed = info.distributed
     OmegaConf.update(config, "rank", info.rank, force_add=True)

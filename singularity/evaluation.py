@@ -59,12 +59,12 @@ def itm_scores(model, text_feat, text_att, image_feat, device, ensemble: str) ->
 @torch.no_grad()
 def evaluation(model, loader, tokenizer, device, config, autocast, media_type: str = "video"):
     """Score matrices: (i2t re-ranked, t2i re-ranked, i2t ITC, t2i ITC) as numpy arrays (spec 5.6)."""
-    model.eval()
     ensemble = str(cfg_get(config, "eval_frame_ensemble", "concat"))
     if ensemble != "concat" and int(cfg_get(config, "video_input.num_frames", 1)) != 1:
         raise ValueError("eval_frame_ensemble mean/max/lse needs video_input.num_frames == 1 (spec 4.6)")
     if cfg_get(config, "eval_x_only", False):
         raise ValueError("eval_x_only=True is not supported (it crashed in the original, pitfall 9.18)")
+    model.eval()
     max_len = cfg_get(config, "max_txt_l", 32)
     if not isinstance(max_len, int):
         max_len = int(max_len[media_type])  # pre-training: per-media dict (pitfall 9.23 K)

@@ -2,8 +2,8 @@
 
 ``python -m singularity.synthetic --out DIR`` writes under DIR:
 ``videos_images/syn_vid/*.mp4`` (32x32, 8 frames at 2 fps, one coloured shape re-drawn at a random position each
-frame on dark noise), ``videos_images/syn_img/*.png``, ``videos_images/syn_motion/*.mp4`` (a square growing or
-shrinking), ``anno_pretrain/syn_{img,vid}.json``, ``anno_downstream/syn_*.json``, ``bert_vocab/vocab.txt`` and
+frame on dark noise), ``videos_images/syn_img/*.png``, ``videos_images/syn_motion/*.mp4`` (a square turning from red to
+blue or from blue to red), ``anno_pretrain/syn_{img,vid}.json``, ``anno_downstream/syn_*.json``, ``bert_vocab/vocab.txt`` and
 ``configs/*.yaml`` (tiny model, absolute paths) for every task.
 """
 from __future__ import annotations
@@ -22,10 +22,10 @@ COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (40, 60, 230), "
 SHAPES = {"square": (10, 10), "bar": (4, 16), "pole": (16, 4), "ring": (12, 12)}
 TEMPLATES = ["a {c} {s}", "there is a {c} {s}", "a shape of a {c} {s}"]
 QUESTIONS = {"color": "what color is the shape", "shape": "what shape is it"}
-DIRECTIONS = ("growing", "shrinking")
+# temporal variant: (start colour, end colour) and its caption
+DIRECTIONS = {("red", "blue"): "a red square turning blue", ("blue", "red"): "a blue square turning red"}
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-WORDS = ["a", "there", "is", "shape", "of", "what", "color", "the", "it", *COLORS, *SHAPES,
-         *DIRECTIONS]
+WORDS = ["a", "there", "is", "shape", "of", "what", "color", "the", "it", *COLORS, *SHAPES, "turning"]
 VOCAB_SIZE = 64  # = vocab_size of configs/config_bert_tiny.json
 RES, N_FRAMES, FPS = 32, 8, 2
 
@@ -41,20 +41,20 @@ def draw_shape(rng: np.random.Generator, color: str, shape: str, res: int = RES)
     return frame
 
 
-def draw_change(rng: np.random.Generator, direction: str, res: int = RES, n: int = N_FRAMES) -> list[np.ndarray]:
-    """Frames of a red square growing (4 -> 18 px) or shrinking, re-drawn at a random position each frame.
+def draw_change(rng: np.random.Generator, start: str, end: str, res: int = RES, n: int = N_FRAMES) -> list[np.ndarray]:
+    """Frames of a square that is ``start``-coloured in the first half and ``end``-coloured in the second half,
+    re-drawn at a random position each frame.
 
     Moving left/right (spec 10.2's suggestion) is invisible to BEiT's pooled features, which have no absolute
-    position embedding (spec 4.1): the order of a per-frame, translation-invariant property is used instead.
+    position embedding (spec 4.1); the order of a per-frame property (colour) is used instead.
     """
-    sizes = [4 + 2 * t for t in range(n)]
-    if direction == "shrinking":
-        sizes = sizes[::-1]
     frames = []
-    for size in sizes:
+    for t in range(n):
+        color = start if t < n // 2 else end
         frame = rng.integers(0, 41, size=(res, res, 3), dtype=np.uint8)
+        size = SHAPES["square"][0]
         y, x = (int(v) for v in rng.integers(0, res - size + 1, size=2))
-        frame[y:y + size, x:x + size] = COLORS["red"]
+        frame[y:y + size, x:x + size] = COLORS[color]
         frames.append(frame)
     return frames
 
@@ -100,8 +100,8 @@ def write_configs(out: Path) -> None:
             "train_file": vid("syn_ret_train.json"), "test_file": {"syn_test": vid("syn_ret_test_multi.json")},
             "test_types": ["syn_test"], "has_multi_vision_gt": True, "scheduler": {"epochs": 25},
             # the randomly initialised cross-attention learns slowly at this size: a higher LR for it and the ITM head
-            "optimizer": {"different_lr": {"enable": True, "module_names": ["itm_head", "encoder.layer.2"],
-                                           "lr": 2e-3}}}),
+            "optimizer": {"different_lr": {"enable": True, "module_names": ["itm_head", "crossattention"],
+                                           "lr": 5e-3}}}),
         "pretrain_syn": ("pretrain.yaml", {
             "train_file": [[f"{roots['anno_root_pt']}/syn_img.json", f"{m}/syn_img"],
                            [f"{roots['anno_root_pt']}/syn_vid.json", f"{m}/syn_vid", "video"]],
@@ -126,12 +126,13 @@ def write_configs(out: Path) -> None:
             "test_file": {"motion_test": vid("syn_motion_test.json", "syn_motion")}, "test_types": ["motion_test"],
             "video_input": {"num_frames": 4, "num_frames_test": 4}, "add_temporal_embed": True,
             "temporal_vision_encoder": {"enable": True, "num_layers": 1, "update_pooler_embed": True},
-            "optimizer": {"different_lr": {"enable": True, "module_names": ["temporal_vision_encoder"], "lr": 2e-3}},
-            "eval_offload": False, "scheduler": {"epochs": 25}}),
+            # the new temporal encoder and embeddings learn at a higher LR (as pretrain.yaml's different_lr)
+            "optimizer": {"different_lr": {"enable": True, "module_names": ["temporal"], "lr": 5e-3}},
+            "eval_offload": False, "scheduler": {"epochs": 12}}),
         "temporal_1frm_syn": ("ret_ssv2_label.yaml", {
             "train_file": vid("syn_motion_train.json", "syn_motion"),
             "test_file": {"motion_test": vid("syn_motion_test.json", "syn_motion")}, "test_types": ["motion_test"],
-            "video_input": {"num_frames": 1, "num_frames_test": 4}, "eval_offload": False, "scheduler": {"epochs": 25}}),
+            "video_input": {"num_frames": 1, "num_frames_test": 4}, "eval_offload": False, "scheduler": {"epochs": 12}}),
     }
     (out / "configs").mkdir(parents=True, exist_ok=True)
     for name, (base, extra) in configs.items():
@@ -148,7 +149,7 @@ def write_configs(out: Path) -> None:
 def generate(out: str | Path, per_class: int = 12, test_per_class: int = 1, motion_train: int = 96,
              motion_test: int = 16, seed: int = 0) -> Path:
     """Write the whole synthetic dataset under ``out``; returns the path."""
-    out = Path(out)
+    out = Path(out).resolve()  # configs hold absolute paths
     if out.exists() and any(out.iterdir()):
         raise InputError(out, "output directory is not empty; refusing to overwrite")
     rng = np.random.default_rng(seed)
@@ -202,17 +203,18 @@ def generate(out: str | Path, per_class: int = 12, test_per_class: int = 1, moti
                        "question_id": 2 * i, "question_type": "what color is the", "answer_type": "other"})
         target.append({"image": name, "question": QUESTIONS["shape"], "answer": [s] * 10 if target is vqa_minival else s,
                        "question_id": 2 * i + 1, "question_type": "what", "answer_type": "other"})
-    motion_train_recs, motion_test_groups = [], {d: [] for d in DIRECTIONS}
+    motion_train_recs, motion_test_groups = [], {cap: [] for cap in DIRECTIONS.values()}
+    changes = list(DIRECTIONS.items())
     for split, count in (("train", motion_train), ("test", motion_test)):
         for k in range(count):
-            direction = DIRECTIONS[k % 2]
-            name = f"{split}_{direction}_{k:03d}.mp4"
-            write_video(mot_dir / name, draw_change(rng, direction))
+            (start, end), caption = changes[k % 2]
+            name = f"{split}_{start}_to_{end}_{k:03d}.mp4"
+            write_video(mot_dir / name, draw_change(rng, start, end))
             if split == "train":
-                motion_train_recs.append({"video": name, "caption": f"a square {direction}"})
+                motion_train_recs.append({"video": name, "caption": caption})
             else:
-                motion_test_groups[direction].append(name)
-    motion_test_recs = [{"caption": f"a square {d}", "video": v} for d, v in motion_test_groups.items()]
+                motion_test_groups[caption].append(name)
+    motion_test_recs = [{"caption": c, "video": v} for c, v in motion_test_groups.items()]
 
     a, pt = out / "anno_downstream", out / "anno_pretrain"
     _dump(pt / "syn_img.json", pt_img)

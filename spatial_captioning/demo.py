@@ -9,7 +9,6 @@ import json
 import shutil
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Sequence
 
 from common.errors import InputError, run_cli

@@ -215,3 +215,66 @@ def dump_pngs(opt: Any, loader: DataLoader, predictions: list[dict], out_dir: Pa
         paths.append(render_caption_png(out_dir / f"{p['image_id']}.png", boxes, grid, p["caption"], refs,
                                         image_path=image_path, size=size, title=f"image {p['image_id']}"))
     return paths
+
+
+def _run_dir(run_id: str, root: str) -> Path:
+    """log_<id>/ if it exists, else <root>/<id>/."""
+    ort = Path(f"log_{run_id}")
+    return ort if ort.is_dir() else Path(root) / run_id
+
+
+def run_ensemble_eval(args: Any) -> dict:
+    """eval_ensemble.py: load the runs, decode the split with the ensemble, score and dump."""
+    if args.image_folder or args.coco_json:
+        raise SystemExit("error: raw-image mode needs the original's DataLoaderRaw, which was never published")
+    from types import SimpleNamespace
+
+    from spatial_captioning import models
+    from spatial_captioning.checkpoints import find_infos, find_model_file, load_infos, load_model_weights
+    from spatial_captioning.data import unk_index
+    from spatial_captioning.losses import LanguageModelCriterion
+    from spatial_captioning.models.ensemble import EnsembleModel
+    from spatial_captioning.training import pick_device
+
+    members, infos0 = [], None
+    for rid in args.ids:
+        d = _run_dir(rid, args.checkpoint_root)
+        infos = load_infos(find_infos(d, rid, best=True) if (d / f"infos_{rid}-best.pkl").is_file()
+                           else find_infos(d, rid))
+        opt = SimpleNamespace(**infos["opt"])
+        opt.unk_index = unk_index(infos["vocab"])
+        model = models.setup(opt)
+        load_model_weights(model, find_model_file(d, ("model-best.pth", "model-best.pt", "model.pth", "model.pt")),
+                           trust=args.trust_checkpoint)
+        if infos0 is not None and (bool(opt.use_grid), bool(getattr(opt, "use_box", False))) != \
+                (bool(infos0["opt"].get("use_grid")), bool(infos0["opt"].get("use_box"))):
+            raise InputError(d, "runs of an ensemble must read the same inputs (grid vectors / boxes)", field="use_grid")
+        infos0 = infos0 or infos
+        members.append(model)
+    data_opt = dict(infos0["opt"])
+    for cli, key in (("input_att_dir", "input_img_feat_dir"), ("input_box_dir", "input_box_dir"),
+                     ("input_grid_vec_dir", "input_grid_vec_dir"), ("input_rel_box_dir", "input_rel_box_dir"),
+                     ("input_label_h5", "input_label_h5"), ("input_json", "input_json")):
+        if getattr(args, cli):
+            data_opt[key] = getattr(args, cli)
+    if args.batch_size > 0:
+        data_opt["batch_size"] = args.batch_size
+    device = pick_device(args.device)
+    ensemble = EnsembleModel(members, args.seq_length).to(device)
+    loader = DataLoader(SimpleNamespace(**data_opt), args.split, length=args.num_images)
+    loader.set_vocab(infos0["vocab"])
+    kwargs = {**vars(args), "verbose": 1}
+    loss, predictions, lang_stats, img_to_eval = eval_split(ensemble, LanguageModelCriterion(), loader, kwargs, device)
+    print(f"Loss:  {loss}")
+    if lang_stats:
+        print(lang_stats)
+    run_id = args.id or "_".join(args.ids)
+    if args.dump_json:
+        Path(args.vis_dir).mkdir(parents=True, exist_ok=True)
+        (Path(args.vis_dir) / "vis.json").write_text(json.dumps(predictions))
+    if args.language_eval and lang_stats:
+        out = Path(args.eval_results_dir) / f"{run_id}_{args.split}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"overall": lang_stats, "imgToEval": {str(k): v for k, v in img_to_eval.items()},
+                                   "beam_size": args.beam_size, "split": args.split}))
+    return {"loss": loss, "predictions": predictions, "lang_stats": lang_stats}

@@ -239,3 +239,45 @@ def parse_eval_opt(argv: Sequence[str] | None = None) -> tuple[argparse.Namespac
         raise SystemExit("error: raw-image mode (--image_folder/--coco_json/--cnn_weight_dir) needs the original's "
                          "DataLoaderRaw, which was never published; extract bottom-up features and evaluate those")
     return opt, given
+
+
+def ensemble_parser() -> argparse.ArgumentParser:
+    """Flags of the original eval_ensemble.py plus the data/output locations of eval.py."""
+    p = argparse.ArgumentParser(description="Evaluate an ensemble of trained runs.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--ids", nargs="+", required=True, help="run ids to ensemble")
+    p.add_argument("--checkpoint_root", default="checkpoints", help="README layout root (<root>/<id>/)")
+    p.add_argument("--batch_size", type=int, default=0, help=">0 overrides the first run's batch size")
+    p.add_argument("--num_images", type=int, default=-1, help="images to evaluate (-1 all)")
+    p.add_argument("--language_eval", type=int, default=0, help="1 = compute COCO metrics")
+    p.add_argument("--lang_metrics", nargs="+", default=None, help="metrics of --language_eval")
+    p.add_argument("--ann_file", default="coco-caption/annotations/captions_val2014.json", help="COCO references")
+    p.add_argument("--dump_images", type=int, default=1, help="copy each image to <vis_dir>/imgs/")
+    p.add_argument("--dump_json", type=int, default=1, help="write <vis_dir>/vis.json")
+    p.add_argument("--dump_path", type=int, default=0, help="add file_name to each prediction")
+    p.add_argument("--sample_max", type=int, default=1, help="1 greedy/beam, 0 sample")
+    p.add_argument("--max_ppl", type=int, default=0, help="rank beams by length-normalised log-prob")
+    p.add_argument("--beam_size", type=int, default=2, help="beam width")
+    p.add_argument("--group_size", type=int, default=1, help="diverse beam search groups")
+    p.add_argument("--diversity_lambda", type=float, default=0.5, help="diversity penalty")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--decoding_constraint", type=int, default=0, help="1 = never repeat the previous word")
+    p.add_argument("--image_folder", default="", help="raw-image mode (never published: refused)")
+    p.add_argument("--image_root", default="", help="root of the images for dumps")
+    p.add_argument("--input_att_dir", default="", help="region features (empty: from the first run's infos)")
+    p.add_argument("--input_box_dir", default="", help="absolute boxes (empty: from infos)")
+    p.add_argument("--input_grid_vec_dir", default="", help="grid vectors (empty: from infos)")
+    p.add_argument("--input_rel_box_dir", default="", help="relative boxes (empty: from infos)")
+    p.add_argument("--input_label_h5", default="", help="label h5 (empty: from infos)")
+    p.add_argument("--input_json", default="", help="cocotalk.json (empty: from infos)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate")
+    p.add_argument("--coco_json", default="", help="raw-image mode id list (refused)")
+    p.add_argument("--seq_length", type=int, default=40, help="maximum decoded length")
+    p.add_argument("--id", default="", help="result id (default: the ids joined by '_')")
+    p.add_argument("--verbose_beam", type=int, default=1, help="print every final beam")
+    p.add_argument("--verbose_loss", type=int, default=0, help="also compute the XE loss")
+    p.add_argument("--device", default="cuda", help="cuda or cpu")
+    p.add_argument("--vis_dir", default="vis", help="where vis.json goes")
+    p.add_argument("--eval_results_dir", default="eval_results", help="where <id>_<split>.json goes")
+    p.add_argument("--trust_checkpoint", action="store_true", help="allow full unpickling of the model files")
+    return p

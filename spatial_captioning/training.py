@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import pickle
 import random
 import time
 from pathlib import Path
@@ -14,7 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from common.checkpoint import atomic_torch_save, capture_rng_state, load_state_dict_strict, restore_rng_state
+from common.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state
 from common.distributed import init_distributed
 from common.errors import InputError
 from spatial_captioning import losses, models, rewards
@@ -57,6 +55,10 @@ class Trainer:
         seed_all(opt.seed)
         self.infos: dict[str, Any] = {}
         self.histories: dict[str, Any] = {}
+        ckpt = Path(opt.checkpoint_path)
+        if not opt.start_from and any((ckpt / n).exists() for n in ("model.pth", "model.pt", infos_name(opt.id))):
+            raise InputError(ckpt, "already holds a run; resume it with --start_from or choose a new "
+                                   "--checkpoint_path (results are never overwritten silently)")
         if opt.start_from:
             self._load_infos()
         self.loader = DataLoader(opt, "train", self.infos.get("loader_state"), rank=self.rank, world_size=self.world)

@@ -78,7 +78,7 @@ def variant_sections(keys: dict[str, tuple[int, ...]]) -> dict[str, dict[str, tu
     return {"default": keys, "use_bbox": bbox, "no_subject_ids": no_subj}
 
 
-def config_for_keys(keys: dict[str, tuple[int, ...]]):
+def config_for_keys(keys: dict[str, tuple[int, ...]]) -> Any:
     """The model config an original-layout key set implies (layer count, widths, vocab, feature dim, variants)."""
     from visualcomet.model import make_config
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 from dataclasses import dataclass
 from functools import lru_cache
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,9 @@ import torch
 from torch.utils.data import Dataset
 
 from common.errors import InputError
-from visualcomet.tokenization import EOT, RELATION_TOKENS, VisualCometTokenizer
+from visualcomet.tokenization import EOT, NUM_PERSON_TAGS, RELATION_TOKENS, VisualCometTokenizer
+
+log = logging.getLogger("visualcomet.data")
 
 RELATIONS = ["intent", "before", "after"]
 NUM_MAX_BOXES = 15
@@ -168,14 +172,17 @@ class Layout:
 
     @property
     def event_start(self) -> int:
+        """Position of <|b_ev|>."""
         return MAX_IMAGE
 
     @property
     def place_start(self) -> int:
+        """Position of <|b_pl|>."""
         return MAX_IMAGE + self.max_event
 
     @property
     def inference_start(self) -> int:
+        """Position of the relation token."""
         return MAX_IMAGE + self.max_event + self.max_place
 
 
@@ -293,7 +300,7 @@ def load_metadata(path: str) -> dict[str, Any]:
     return meta
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=1024)
 def load_features(path: str) -> tuple[np.ndarray, np.ndarray]:
     """(image_features (D,), object_features (N, D)) float32 from a feature pickle (spec 3.5)."""
     p = Path(path)
@@ -344,16 +351,24 @@ def visual_inputs(record: dict[str, Any], tokenizer: VisualCometTokenizer, image
     """Per-example visual tensors of spec 4.4 (image first with <|det0|>, then the selected detections, 15 slots)."""
     meta = load_metadata(str(Path(images_dir) / record["metadata_fn"]))
     img_feat, obj_feats = load_features(str(Path(features_dir) / f"{image_id(record['img_fn'])}.pkl"))
-    names = meta["names"]
-    if obj_feats.shape[0] != len(names):
+    if obj_feats.shape[0] != len(meta["names"]):
         raise InputError(Path(features_dir) / f"{image_id(record['img_fn'])}.pkl",
-                         f"{obj_feats.shape[0]} object feature rows but {len(names)} metadata objects",
+                         f"{obj_feats.shape[0]} object feature rows but {len(meta['names'])} metadata objects",
                          field="object_features")
+    return visual_tensors(record, tokenizer, meta, img_feat, obj_feats, use_all_dets, with_masks,
+                          source=Path(images_dir) / record["metadata_fn"])
+
+
+def visual_tensors(record: dict[str, Any], tokenizer: VisualCometTokenizer, meta: dict[str, Any],
+                   img_feat: np.ndarray, obj_feats: np.ndarray, use_all_dets: bool = False, with_masks: bool = False,
+                   source: Any = "image") -> dict[str, torch.Tensor]:
+    """Visual tensors from already loaded metadata and features (also used for in-the-wild images)."""
+    names = meta["names"]
     w, h = float(meta["width"]), float(meta["height"])
     dets = select_detections(record.get("person2name", {}), names, use_all_dets)
     if not dets:
-        raise InputError(Path(images_dir) / record["metadata_fn"], "no object to use as a visual token "
-                         "(no mentioned person and no 'person' object)", field="names")
+        raise InputError(source, "no object to use as a visual token (no mentioned person and no 'person' object)",
+                         field="names")
     feats = [img_feat] + [obj_feats[j] for j in dets]
     boxes = [[0.0, 0.0, w, h]] + [list(map(float, meta["boxes"][j][:4])) for j in dets]
     objects = [0] + [CLASS_INDEX[names[j]] for j in dets]
@@ -420,7 +435,7 @@ def cache_path(cache_dir: Path, kind: str, settings: dict[str, Any], files: list
     return cache_dir / name
 
 
-def cached(path: Path, build, overwrite: bool = False):
+def cached(path: Path, build: Callable[[], Any], overwrite: bool = False) -> Any:
     """Load ``path`` if present (and not ``overwrite``), else build and pickle it."""
     if path.is_file() and not overwrite:
         with open(path, "rb") as f:
@@ -472,6 +487,12 @@ def build_finetune_data(paths: DataPaths, tokenizer: VisualCometTokenizer, max_s
                       cache_postfix)
 
     def build():
+        high = sum(1 for f in files.values() for ann in load_annotations(f) for tok in
+                   " ".join([ann["event"]] + [x for r in RELATIONS for x in ann.get(r) or []]).split()
+                   if tok.isdigit() and int(tok) >= NUM_PERSON_TAGS)
+        if high:  # spec 8, issue #3: such ids become plain text, not person tags
+            log.warning("%d person numbers >= %d in the annotations are not person tags (BPE-split as text)",
+                        high, NUM_PERSON_TAGS)
         need_train = layout is None or "train" in splits
         train_records = finetune_records(load_annotations(files["train"], "train")) if need_train else []
         lay = layout
@@ -503,7 +524,8 @@ def build_generation_data(paths: DataPaths, tokenizer: VisualCometTokenizer, lay
     path = cache_path(Path(cache_dir) if cache_dir else paths.data_dir, "_generation", settings, [files[split]],
                       cache_postfix)
 
-    def build():
+    def build() -> tuple[list[list[int]], list[dict[str, Any]]]:
+        """Encode the prompts (runs only on a cache miss)."""
         recs = generation_records(load_annotations(files[split], split))
         return [encode_record(r, tokenizer, layout, include_text=include_text, generation=True)[0] for r in recs], recs
 

@@ -94,8 +94,8 @@ def run(data_dir: Path, out: Path, steps: int = 300) -> dict:
     visualize.main(["--gens_file", str(models["image"] / "val_sample_1_num_5_top_k_0_top_p_0.9.json"),
                     "--data_dir", str(data_dir), "--out_png", str(png), "--overwrite"])
     results = [
-        {"name": "curated_accuracy", "value": acc["image"], "baseline": acc["text"], "baseline_kind": "ablation"},
-        {"name": "curated_accuracy_vs_chance", "value": acc["image"], "baseline": 0.25, "baseline_kind": "chance"},
+        {"name": "ranking_accuracy_curated", "value": acc["image"], "baseline": acc["text"], "baseline_kind": "ablation"},
+        {"name": "ranking_accuracy_curated_vs_chance", "value": acc["image"], "baseline": 0.25, "baseline_kind": "chance"},
         {"name": "rank_random_10_recall", "value": recall["image"], "baseline": recall["text"],
          "baseline_kind": "ablation"},
     ]
@@ -120,7 +120,7 @@ tell them apart. A tiny GPT-2 (2 layers, 64 wide) with the VisualCOMET visual em
 |---|---|---|---|
 {rows}
 
-- curated accuracy: for each val inference, the 8 distinct sentences of its relation are scored by the model's
+- ranking_accuracy_curated: for each val inference, the 8 distinct sentences of its relation are scored by the model's
   loss (spec 4.6); a hit when the best one is a ground-truth sentence (chance 0.25).
 - rank_random_10_recall: ``run_rank.py --rank_mode random_10`` (seeded negatives).
 - Bleu_2 / METEOR / CIDEr: ``run_generation.py`` (5 nucleus samples, top-p 0.9) scored by ``evaluate_generation.py``.

@@ -106,6 +106,7 @@ def beam_search(model: VisualCometLMHead, prompt: torch.Tensor, visual: dict[str
     seqs: list[list[int]] = [[] for _ in range(num_beams)]
 
     def worst() -> float:
+        """Score of the weakest kept hypothesis (-inf until num_beams are kept)."""
         return min(s for s, _ in hyps) if len(hyps) >= num_beams else -float("inf")
 
     for step in range(length):
@@ -128,6 +129,8 @@ def beam_search(model: VisualCometLMHead, prompt: torch.Tensor, visual: dict[str
                 tokens.append(tok)
             if len(new_seqs) == num_beams:
                 break
+        if not new_seqs:  # every candidate ended: nothing left to extend
+            break
         best_possible = float(top.max()) / (P + step) ** length_penalty
         if len(hyps) >= num_beams and worst() >= best_possible:
             break
@@ -207,3 +210,38 @@ def generate_split(model: VisualCometLMHead, tokenizer: Any, paths: Any, split: 
             gens = [vdata.replace_names(tokenizer.decode(row), rec["name2person"]) for row in rows]
             outputs.append(generation_output(rec, gens))
     return outputs
+
+
+@torch.no_grad()
+def predict(model: VisualCometLMHead, tokenizer: Any, image_features: Any, object_features: Any, names: list[str],
+            boxes: Any, width: float, height: float, event: str, place: str, relation: str = "intent",
+            num_samples: int = 5, length: int = 20, top_p: float = 0.9, seed: int = 42,
+            do_sample: bool = True) -> list[str]:
+    """Inferences for one in-the-wild image (issue #12): features + boxes + class names, no VCR files needed.
+
+    ``names[j]`` / ``boxes[j]`` describe object j, referred to as person number j+1 in ``event``; masks are not needed.
+    """
+    import numpy as np
+
+    from visualcomet import data as vdata
+
+    cfg = model.config
+    layout = layout_from_config(cfg, 10 ** 6)
+    event_name, mapping = vdata.map_numbers(event)
+    record = {"event_name": event_name, "place": place, "inference_relation": relation, "person2name": mapping}
+    ids, _ = vdata.encode_record(record, tokenizer, layout, generation=True)
+    img = np.asarray(image_features, dtype=np.float32)
+    objs = np.asarray(object_features, dtype=np.float32).reshape(len(names), -1)
+    meta = {"names": names, "boxes": [list(b)[:4] for b in boxes], "width": width, "height": height}
+    visual = vdata.visual_tensors(record, tokenizer, meta, img, objs)
+    device = next(model.parameters()).device
+    prompt = torch.tensor([ids], device=device)
+    vis = {k: v[None].to(device) for k, v in visual.items() if k in VISUAL_KEYS}
+    e_in = tokenizer.convert_tokens_to_ids("<|e_in|>")
+    if do_sample:
+        rows = finish_generations(sample_sequence(model, prompt, vis, length, num_samples, top_p=top_p, seed=seed),
+                                  e_in, tokenizer.eot_id).tolist()
+    else:
+        rows = [b + [e_in] for b in beam_search(model, prompt[0], vis, num_samples, length, e_in)]
+    name2person = {v: k for k, v in mapping.items()}
+    return [vdata.replace_names(tokenizer.decode(r), name2person) for r in rows]

@@ -173,7 +173,7 @@ def save_pretrained(model: VisualCometLMHead, directory: str | os.PathLike, toke
     cfg = model.config.to_dict()
     cfg["architectures"] = ["GPT2VisionAttentiveLMHead"]
     atomic_write_text(directory / "config.json", json.dumps(cfg, indent=2, sort_keys=True, default=str))
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # lm_head keeps sharing wte's storage
     atomic_torch_save(state, directory / "pytorch_model.bin")
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)

@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +22,17 @@ from visualcomet import data as vdata
 from visualcomet.model import VisualCometLMHead, load_pretrained, save_pretrained
 from visualcomet.tokenization import VisualCometTokenizer
 
-log = get_logger("visualcomet.train")
+log = logging.getLogger("visualcomet.train")  # configured by get_logger() once the rank is known
 
 
 def load_tokenizer(args: argparse.Namespace) -> VisualCometTokenizer:
     """Tokenizer from --tokenizer_name or --model_name_or_path (a local directory)."""
     from visualcomet.model import resolve_model_dir
 
-    return VisualCometTokenizer.from_pretrained(resolve_model_dir(args.tokenizer_name or args.model_name_or_path))
+    tokenizer = VisualCometTokenizer.from_pretrained(resolve_model_dir(args.tokenizer_name or args.model_name_or_path))
+    if args.do_lower_case:
+        tokenizer.do_lower_case = True
+    return tokenizer
 
 
 def build_model(args: argparse.Namespace, tokenizer: VisualCometTokenizer, layout: vdata.Layout) -> VisualCometLMHead:
@@ -45,7 +50,7 @@ def build_model(args: argparse.Namespace, tokenizer: VisualCometTokenizer, layou
     return model
 
 
-def batches(dataset: vdata.VCGDataset, batch_size: int, sampler, start: int = 0):
+def batches(dataset: vdata.VCGDataset, batch_size: int, sampler, start: int = 0) -> Iterator[dict[str, torch.Tensor]]:
     """Yield collated batches of the sampler's order (drop_last, like the original), skipping the first ``start``."""
     order = list(sampler)
     n = len(order) // batch_size
@@ -58,7 +63,7 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def autocast(args: argparse.Namespace, device: torch.device):
+def autocast(args: argparse.Namespace, device: torch.device) -> contextlib.AbstractContextManager:
     """fp16/bf16 autocast on CUDA (the original's apex O1 became torch AMP); a no-op otherwise."""
     if args.fp16 or args.bf16:
         return torch.autocast("cuda", dtype=torch.float16 if args.fp16 else torch.bfloat16)
@@ -115,6 +120,7 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
     if (args.fp16 or args.bf16) and not torch.cuda.is_available():
         raise InputError("--fp16/--bf16", "mixed precision needs a CUDA device (the original used apex on GPU)")
     info = init_distributed(device="cpu" if args.no_cuda else None)
+    get_logger("visualcomet.train")
     device = info.device
     seed_everything(args.seed)
     out_dir = Path(args.output_dir)
@@ -184,6 +190,7 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
         atomic_write_json(out_dir / "training_args.json", training_args)
 
     def save_and_eval(epoch: int) -> None:
+        """Save checkpoint-N/ and record the validation loss/perplexity (rank 0)."""
         if info.is_main:
             ckpt = out_dir / f"checkpoint-{global_step}"
             log.info("Saving model checkpoint to %s", ckpt)
@@ -249,6 +256,7 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
     result: dict[str, Any] = {"global_step": global_step}
     if info.is_main:
         save_pretrained(model, out_dir, tokenizer, training_args)
+    if info.is_main and args.do_eval:
         final, _ = load_pretrained(out_dir, require_weights=True)
         final.to(device)
         final.zero_fill_visual_slots = model.zero_fill_visual_slots

@@ -40,7 +40,8 @@ def draw_example(ax_img, ax_txt, meta: dict[str, Any], image_path: Path | None, 
     ax_txt.axis("off")
     y = 1.0
     for text, color in lines:
-        wrapped = textwrap.fill(text, 60)
+        printable = "".join(c if c.isprintable() else "\ufffd" for c in text)  # sampled bytes can be control chars
+        wrapped = textwrap.fill(printable, 60)
         ax_txt.text(0.0, y, wrapped, color=color, fontsize=9, va="top", transform=ax_txt.transAxes)
         y -= 0.075 * (wrapped.count("\n") + 1)
 

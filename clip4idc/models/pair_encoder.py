@@ -79,15 +79,15 @@ class PairVisualEncoder(nn.Module):
         for layer in self.layers[: self.cfg.intra_layers]:
             x = layer(x, None)
         x = x.view(batch, 2, tokens, -1)
-        x = torch.cat([x[:, 0] + self.bef_embedding, x[:, 1] + self.aft_embedding], dim=1)
-        x = self.ln_mid(x + self.joint_positional_embedding)
+        x = torch.cat([x[:, 0] + self.bef_embedding.to(x.dtype), x[:, 1] + self.aft_embedding.to(x.dtype)], dim=1)
+        x = self.ln_mid(x + self.joint_positional_embedding.to(x.dtype))
         attention = None
         joint = self.layers[self.cfg.intra_layers :]
         for i, layer in enumerate(joint):
             if return_attention and i == len(joint) - 1:
                 attention = cls_attention(layer, x)
             x = layer(x, None)
-        hidden = self.proj(self.post_layernorm(x))
+        hidden = self.proj(self.post_layernorm(x).to(self.proj.weight.dtype))
         # Spec 9.2 fix: the second CLS sits at grid**2 + 1 (the original hard-codes 50).
         pooled = (hidden[:, 0] + hidden[:, tokens]) / 2
         if return_attention:

@@ -40,11 +40,12 @@ class TextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (pooled, hidden); pooling picks argmax(ids), i.e. the EOT token (largest id)."""
         length = input_ids.shape[1]
-        x = self.embeddings(input_ids=input_ids)
+        # cast to the blocks' dtype (float16 in the --faithful_fp16 mode, as the original's `.type(self.dtype)`)
+        x = self.embeddings(input_ids=input_ids).to(self.text_projection.weight.dtype)
         mask = torch.full((length, length), float("-inf"), device=x.device, dtype=x.dtype).triu(1)
         mask = mask[None, None]
         for layer in self.layers:
             x = layer(x, mask)
-        hidden = self.text_projection(self.final_layer_norm(x))
+        hidden = self.text_projection(self.final_layer_norm(x).to(self.text_projection.weight.dtype))
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), input_ids.argmax(dim=-1)]
         return pooled, hidden

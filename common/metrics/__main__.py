@@ -85,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--metrics", nargs="+", default=None, metavar="NAME",
                         help=f"subset to compute: Bleu (=Bleu_1..4) or any of {', '.join(ALL_KEYS)}; "
                              "default: all but SPICE")
+    parser.add_argument("--subset", action="store_true",
+                        help="score only the predicted images (CLIP4IDC-style); by default every reference image "
+                             "needs a prediction, as in COCOEvalCap")
     parser.add_argument("--output", default=None,
                         help="also write the scores as JSON here (refuses to overwrite an existing file)")
     args = parser.parse_args(argv)
@@ -99,6 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for i in preds:
         if i not in refs:
             raise InputError(args.references, "no reference captions for a predicted image", record=i,
+                             field="image_id")
+    if not args.subset:
+        missing = [i for i in refs if i not in preds]
+        if missing:
+            raise InputError(args.predictions, f"no prediction for {len(missing)} reference image(s), e.g. "
+                             f"{missing[0]!r} (use --subset to score only the predicted images)",
                              field="image_id")
     try:
         scores = evaluate(refs, preds, keys)

@@ -143,9 +143,22 @@ class CiderD:
     Inputs are already tokenised, space-separated strings (e.g. token ids with the EOS ``0``).
     """
 
-    def __init__(self, df: Mapping | None = None, ref_len: float | None = None, n: int = 4, sigma: float = 6.0):
+    def __init__(
+        self,
+        df: Mapping | str | os.PathLike | None = None,
+        ref_len: float | None = None,
+        n: int = 4,
+        sigma: float = 6.0,
+    ):
+        """``df``: None or "corpus" (df from the scored references), a mapping (with ``ref_len``, already
+        logged), or a pickle path / name as in the original ``CiderD(n=4, sigma=6.0, df=cached_tokens)``."""
         self.n = n
         self.sigma = sigma
+        if isinstance(df, (str, os.PathLike)) and str(df) != "corpus":
+            loaded = CiderD.from_pickle(df, n=n, sigma=sigma)
+            df, ref_len = loaded.df, loaded.ref_len
+        elif isinstance(df, str):
+            df = None
         self.df = df
         self.ref_len = ref_len  # already logged
         if df is not None and ref_len is None:

@@ -5,9 +5,10 @@ next word id (exact, no hashing), all with numpy. BLEU and CIDEr are computed fr
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, repeat
 from operator import methodcaller
 
 import numpy as np
@@ -38,6 +39,23 @@ class NgramTable:
         return tuple(self.words[p:p + order])
 
 
+# whitespace other than " " and the "\n" that joins sentences (what str.split() also splits on)
+_OTHER_WHITESPACE = re.compile("[\t\r\x0b\x0c\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+
+
+def _single_spaced(joined: str, n_sentences: int) -> bool:
+    """True if the newline-joined sentences are words separated by single spaces (tokenised text)."""
+    return (
+        joined.count("\n") == n_sentences - 1
+        and "  " not in joined
+        and " \n" not in joined
+        and "\n " not in joined
+        and not joined.startswith(" ")
+        and not joined.endswith(" ")
+        and not _OTHER_WHITESPACE.search(joined)
+    )
+
+
 def joined_sentences(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> list[str]:
     """Hypotheses followed by all references flattened: the sentence order BLEU and CIDEr tables use."""
     out = list(hypotheses)
@@ -48,11 +66,18 @@ def joined_sentences(hypotheses: Sequence[str], references: Sequence[Sequence[st
 
 def build_table(sentences: Sequence[str], n: int = 4, split: str | None = None) -> NgramTable:
     """N-gram table of orders 1..n; sentences are split with ``str.split(split)``."""
-    splits = list(map(methodcaller("split", split), sentences))
-    lengths = np.fromiter(map(len, splits), dtype=np.int64, count=len(splits))
-    words = list(chain.from_iterable(splits))
+    joined = "\n".join(sentences)
+    if split is None and _single_spaced(joined, len(sentences)):
+        # tokenised text (single spaces, no other whitespace): one split, lengths from space counts
+        words = joined.split()
+        lengths = np.fromiter(map(str.count, sentences, repeat(" ")), dtype=np.int64, count=len(sentences)) + 1
+        lengths *= np.fromiter(map(bool, sentences), dtype=bool, count=len(sentences))  # "" has no word
+    else:
+        splits = list(map(methodcaller("split", split), sentences))
+        lengths = np.fromiter(map(len, splits), dtype=np.int64, count=len(splits))
+        words = list(chain.from_iterable(splits))
     vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
-    tok = np.array(list(map(vocab.__getitem__, words)), dtype=np.int64)
+    tok = np.fromiter(map(vocab.__getitem__, words), dtype=np.int64, count=len(words))
     v = max(len(vocab), 1)
     sent_of = np.repeat(np.arange(len(sentences), dtype=np.int64), lengths)
     total = len(words)
@@ -72,10 +97,14 @@ def build_table(sentences: Sequence[str], n: int = 4, split: str | None = None) 
             empty = np.zeros(0, dtype=np.int64)
             orders.append(OrderTable(empty, empty, empty, 0, empty))
             continue
-        # one stable sort: equal grams become adjacent, and within a gram the sentences stay ascending,
-        # so both the dense gram ids and the (sentence, gram) counts come from run boundaries
-        # (small code ranges sort as uint16, where numpy's stable sort is a radix sort)
-        order = np.argsort(codes.astype(np.uint16) if int(codes.max()) <= 65535 else codes, kind="stable")
+        # one sort by (gram, sentence): equal grams become adjacent with their sentences ascending, so both the
+        # dense gram ids and the (sentence, gram) counts come from run boundaries. Sorting the combined key with
+        # the default (introsort) argsort is ~5x faster than a stable argsort of the codes.
+        n_sent = max(len(lengths), 1)
+        if (int(codes.max()) + 1) * n_sent < 2**62:
+            order = np.argsort(codes * n_sent + sent_of[starts])
+        else:
+            order = np.argsort(codes, kind="stable")
         c_sorted = codes[order]
         pos_sorted = starts[order]
         s_sorted = sent_of[pos_sorted]

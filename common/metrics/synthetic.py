@@ -51,19 +51,22 @@ QUIRKS = [
 ]
 
 
-def caption(rng: random.Random) -> str:
-    """One random caption of the grammar (sometimes a tokenizer quirk line)."""
-    if rng.random() < 0.04:
+def caption(rng: random.Random, quirk_scale: float = 1.0) -> str:
+    """One random caption of the grammar (sometimes a tokenizer quirk line).
+
+    ``quirk_scale`` scales how often unusual tokens appear (1: tests, many quirks; ~0.05: like human captions).
+    """
+    if rng.random() < 0.04 * quirk_scale:
         return rng.choice(QUIRKS)
-    obj = rng.choice(ODD_OBJECTS) if rng.random() < 0.1 else rng.choice(OBJECTS)
-    extra = rng.choice(EXTRAS) if rng.random() < 0.15 else ""
+    obj = rng.choice(ODD_OBJECTS) if rng.random() < 0.1 * quirk_scale else rng.choice(OBJECTS)
+    extra = rng.choice(EXTRAS) if rng.random() < 0.15 * quirk_scale else ""
     s = f"{rng.choice(NAMES)} {rng.choice(VERBS)} {obj} {rng.choice(PLACES)}{extra}"
     s = s[0].upper() + s[1:]
     end = rng.random()
     return s + ("." if end < 0.7 else "" if end < 0.9 else " .")
 
 
-def caption_sets(n_images: int = 500, n_captions: int = 48, seed: int = 0) -> list[dict]:
+def caption_sets(n_images: int = 500, n_captions: int = 48, seed: int = 0, quirk_scale: float = 1.0) -> list[dict]:
     """abstract-50S-like list of {image_id, caption}, n_captions per image; captions of one image share words."""
     rng = random.Random(seed)
     out = []
@@ -71,7 +74,7 @@ def caption_sets(n_images: int = 500, n_captions: int = 48, seed: int = 0) -> li
         # an image has a "scene": a preferred subject and object, so its captions agree (like human ones)
         scene = (rng.choice(NAMES), rng.choice(OBJECTS))
         for _ in range(n_captions):
-            c = caption(rng)
+            c = caption(rng, quirk_scale)
             if rng.random() < 0.6 and c and c not in QUIRKS:
                 c = c.replace(c.split(" ")[0], scene[0].capitalize(), 1)
                 for o in OBJECTS + ODD_OBJECTS:

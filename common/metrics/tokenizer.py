@@ -10,7 +10,11 @@ style), brackets (``-LRB-`` ... which survive lower-casing as ``-lrb-`` and are 
 ellipses, dashes, numbers, fractions (joined with a non-breaking space), phone numbers, dates,
 abbreviations and acronyms (including the sentence-final period duplication, which looks at the
 start of the NEXT caption exactly as the Java lexer does on the joined file), URLs, e-mails, Twitter
-names and hashtags, smileys, currency normalisation and SGML tags.
+names and hashtags, smileys, currency normalisation, soft hyphens and SGML tags.
+
+Plain captions (letters, clitics, single , ; : . ! ? after a word) take a bulk path over the joined text;
+the others go through the rule-by-rule lexer. Verified identical to the jar on every caption of the real
+caption files; adversarial concatenations without spaces (e.g. ``x:1/2`` glued to URLs) can still differ.
 """
 from __future__ import annotations
 
@@ -282,6 +286,18 @@ _SPECIAL = frozenset(["cannot", "gonna", "gotta", "lemme", "gimme", "wanna", "du
 
 
 _CHUNK_END = re.compile(r"\S*")
+_SPACE_RUN = re.compile(" {2,}")
+_LOOK_FAR = frozenset("0123456789(<.")
+# the fast paths above, as one pattern: spaces | plain word | word before a final period | , ; : or a lone period |
+# word + clitic | word + n't (the group that matched last names the case)
+_FAST_ALL = re.compile(
+    r"(?P<s>[ \t]+)"
+    r"|(?P<w>[A-Za-z]+)(?=[ \n]|$|[,;:)](?:[ \n]|$))"
+    r"|(?P<d>[A-Za-z]{2,})(?=\.(?:[ \n]|$))"
+    r"|(?P<p>[,;:](?=[ \n]|$)|\.(?=\n|$|[ ][^.]))"
+    r"|(?P<c1>[A-Za-z]{2,})(?P<c2>'(?:s|re|ve|ll|m|d))(?=[ \n]|$)"
+    r"|(?P<n1>[A-Za-z]*[A-MO-Za-mo-z])(?P<n2>n't)(?=[ \n]|$)"
+)
 _SPACES = re.compile(r"\s*")
 
 
@@ -290,34 +306,42 @@ def _scan(text: str, start: int, end: int, cache: dict) -> list[str]:
     out: list[str] = []
     pos = start
     while pos < end:
-        m = _SKIP.match(text, pos)
-        if m:
-            pos = m.end()
-            continue
-        m = _FAST.match(text, pos) or _FAST_DOT.match(text, pos)
-        if m and m.end() <= end:
-            w = m.group()
-            lw = w.lower()
-            if lw not in _SPECIAL and (text[m.end():m.end() + 1] != "." or lw not in _ABBREV_WORDS):
-                out.append(w)
+        m = _FAST_ALL.match(text, pos)
+        if m is not None and m.end() <= end:
+            kind = m.lastgroup
+            if kind == "s":
                 pos = m.end()
                 continue
-        m = _FAST_PUNCT.match(text, pos)
-        if m and m.end() <= end:
-            out.append(m.group())
-            pos = m.end()
-            continue
-        m = _FAST_CLITIC.match(text, pos)
-        if m and m.end() <= end:
-            a, b = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-            if a.lower() not in _SPECIAL:
-                out.append(a)
-                out.append(b)
+            if kind == "p":
+                out.append(m.group())
+                pos = m.end()
+                continue
+            if kind == "w" or kind == "d":
+                w = m.group()
+                lw = w.lower()
+                if lw not in _SPECIAL and (kind == "w" or lw not in _ABBREV_WORDS):
+                    out.append(w)
+                    pos = m.end()
+                    continue
+            elif kind == "c2" or kind == "n2":
+                a, b = (m.group("c1"), m.group("c2")) if kind == "c2" else (m.group("n1"), m.group("n2"))
+                if a.lower() not in _SPECIAL:
+                    out.append(a)
+                    out.append(b)
+                    pos = m.end()
+                    continue
+        elif m is None:
+            m = _SKIP.match(text, pos)
+            if m:
                 pos = m.end()
                 continue
         # the longest match only depends on the rest of this chunk and a little lookahead after it
         chunk_end = _CHUNK_END.match(text, pos).end()
-        key = text[pos:_SPACES.match(text, chunk_end).end() + 16]
+        if text[pos] in _LOOK_FAR or "." in text[pos:chunk_end]:
+            # fractions, phone numbers, spaced ellipses and the abbreviation/acronym rules see past the space
+            key = text[pos:_SPACES.match(text, chunk_end).end() + 16]
+        else:  # every other rule decides within the chunk plus one character
+            key = text[pos:chunk_end + 1]
         hit = cache.get(key) if text[pos] != "<" else None
         if hit is None:
             best_len, best = 0, None
@@ -400,16 +424,16 @@ def _filter(tokenized: str) -> str:
     return " ".join(w for w in tokenized.rstrip().split(" ") if w not in PUNCTUATIONS)
 
 
-_SPECIAL_RE = re.compile("|".join(sorted(_SPECIAL)))
-# A "plain" line holds only letters, spaces, lower-case clitics ('s 're 've 'll 'm 'd n't) and single , ; : . ! ?
-# right after a word and before a space or the line end. For those the lexer's output is known: split off the
+# A "plain" line holds only letters, spaces, lower-case clitics ('s 're 've 'll 'm 'd n't), single , ; : . ! ?
+# before a space or the line end, "&" between spaces, hyphens inside words (x-ray) and free-standing dashes
+# (- -- --- ----). For those the lexer's output is known: split off the
 # clitics and the punctuation. These patterns find the lines that are NOT plain.
 # (Each pattern starts with a literal or a class so that the regex engine can scan fast; the text they run on
 # starts with a newline, so "^" is written "\n".)
 _NOT_PLAIN = [
-    re.compile(r"[^A-Za-z ,;:.!?'\n]"),
+    re.compile(r"[^A-Za-z ,;:.!?'&\n-]"),
     re.compile(r"[,;:.!?](?![ \n]|\Z)"),
-    re.compile(r"[ ,;:.!?'\n][,;:.!?]"),
+    re.compile(r"&(?![ \n]|\Z)|&(?<=[^ \n]&)"),
     re.compile(r"'(?!(?:s|re|ve|ll|m|d|t)(?![A-Za-z]))"),
     re.compile(r"'(?<=[^A-Za-z][A-Za-z]')"),
     re.compile(r"\n[A-Za-z]?'"),
@@ -439,7 +463,22 @@ def ptb_tokenize(captions: Iterable[str]) -> list[str]:
         for m in rx.finditer(src):
             needs_lexer.add(bisect_right(starts_low, m.start()) - 1)
 
-    mark(_SPECIAL_RE, low)  # assimilations: gonna -> gon na, cannot -> can not
+    for word in _SPECIAL:  # assimilations: gonna -> gon na, cannot -> can not (str.find: faster than a regex)
+        p = low.find(word)
+        while p != -1:
+            needs_lexer.add(bisect_right(starts_low, p) - 1)
+            p = low.find(word, p + 1)
+    p = text.find("-")
+    while p != -1:  # hyphens: one inside a word, or a free-standing run of 1-4 (all dropped as punctuation)
+        q = p
+        while q < len(text) and text[q] == "-":
+            q += 1
+        before, after = text[p - 1:p] if p else "", text[q:q + 1]
+        inside = q - p == 1 and before.isascii() and before.isalpha() and after.isascii() and after.isalpha()
+        alone = q - p <= 4 and before in ("", " ", "\n") and after in ("", " ", "\n")
+        if not (inside or alone):
+            needs_lexer.add(bisect_right(starts, p) - 1)
+        p = text.find("-", q)
     nl_text = "\n" + text
     for rx in _NOT_PLAIN:
         for m in rx.finditer(nl_text):
@@ -454,11 +493,26 @@ def ptb_tokenize(captions: Iterable[str]) -> list[str]:
             needs_lexer.add(bisect_right(starts_low, last - m.start()) - 1)
     if "'" in low:
         low = _SIMPLE_CLITIC.sub(r" \1", low)
-    fast = low.translate(_PUNCT_TO_SPACE).split("\n")
-    if len(fast) != n:  # a caption with other line separators (\r, U+2028 ...): lexer only
-        needs_lexer = set(range(n))
-        fast = [""] * n
-    out = [" ".join(f.split()) for f in fast]
+    for ch in ",;:.!?":  # (str.replace: str.translate is slow on non-ASCII text)
+        low = low.replace(ch, " ")
+    # collapse spaces in bulk: single spaces between tokens, none at line ends
+    low = _SPACE_RUN.sub(" ", low).replace(" \n", "\n").replace("\n ", "\n").strip(" ")
+    out = low.split("\n")
+    if len(out) != n:  # a caption with other line separators (\r, U+2028 ...): lexer only
+        out, needs_lexer = [""] * n, set(range(n))
+    elif "-" in low:  # free-standing dashes of plain lines are dropped punctuation
+        starts_out = list(accumulate((len(f) + 1 for f in out[:-1]), initial=0))
+        lines_with_dashes = set()
+        p = low.find("-")
+        while p != -1:
+            q = p
+            while q < len(low) and low[q] == "-":
+                q += 1
+            if (p == 0 or low[p - 1] in " \n") and (q == len(low) or low[q] in " \n"):
+                lines_with_dashes.add(bisect_right(starts_out, p) - 1)
+            p = low.find("-", q)
+        for i in lines_with_dashes:
+            out[i] = " ".join(t for t in out[i].split(" ") if t.strip("-"))
     cache: dict = {}  # lexer decisions, per call
     for i in sorted(needs_lexer):
         # the Java lexer sees the captions joined by newlines: its sentence-end rules look ahead

@@ -34,8 +34,13 @@ sl_launch() {  # mode ngpu output_dir entry config overrides...
     cmd=(torchrun --nnodes=1 "--nproc_per_node=${ngpu}" --rdzv_backend=c10d
          "--rdzv_endpoint=${HOSTNAME:-localhost}:${port}" "${SL_PKG_DIR}/tasks/${entry}" "${SL_PKG_DIR}/configs/${config}" "$@")
   else
-    local first_node
-    first_node=$(scontrol show hostnames "${SLURM_JOB_NODELIST}" 2>/dev/null | head -n 1)
+    [[ -n "${SLURM_JOB_NODELIST:-}" ]] || sl_die "slurm mode must run inside a Slurm allocation (sbatch); SLURM_JOB_NODELIST is unset"
+    local nodelist=${SLURM_JOB_NODELIST} first_node
+    if [[ "$nodelist" =~ ^([^,\[]+)\[([0-9]+) ]]; then  # node[3-5,7] -> node3
+      first_node="${BASH_REMATCH[1]}${BASH_REMATCH[2]}"
+    else
+      first_node=${nodelist%%,*}
+    fi
     cmd=(srun "--output=${output_dir}/slurm%j.out" "--error=${output_dir}/slurm%j.err" python
          "${SL_PKG_DIR}/tasks/${entry}" "${SL_PKG_DIR}/configs/${config}" "$@" "dist_url=tcp://${first_node}:${port}")
   fi

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import math
-from types import SimpleNamespace
 from typing import Any
 
 import torch

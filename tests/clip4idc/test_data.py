@@ -36,7 +36,8 @@ def test_clevr_loaders(syn_root, tokenizer):
     item = cap[0]
     assert len(item) == 14 and isinstance(item[-1], str) and item[-1].endswith(".png")
     assert item[5].shape == (1, 3, 28, 28)  # distractor image
-    assert tokenizer.decode([t for t in item[10][0] if t][1:]).strip() in ("nothing changed", "no change was made")
+    sid = cap.scenes[0]
+    assert tokenizer.decode([t for t in item[10][0] if t][1:]).strip() in cap.data.no_change[f"CLEVR_default_{sid}.png"]
 
 
 def test_retrieval_train_swaps_distractor_half_the_time(syn_root, tokenizer):

@@ -128,3 +128,50 @@ def test_real_spot_gt_rebuilt_byte_exact(shared_data_dir, tmp_path):
     rebuilt = spot_gt(tmp_path / "test.json")
     assert (len(rebuilt["images"]), len({i["id"] for i in rebuilt["images"]}), len(rebuilt["annotations"])) == (1404, 1270, 2107)
     assert json.dumps(rebuilt) == text
+
+
+def test_9_1_faithful_fp16_option(tmp_path, syn_root, tiny_flags):
+    from clip4idc.convert import default_model
+    from clip4idc.models.precision import convert_weights_fp16
+
+    model = default_model("caption")
+    convert_weights_fp16(model)
+    exported = new_to_original(model.state_dict())
+    assert sum(v.dtype == torch.float16 for v in exported.values()) == 195  # as the released files (spec 5.6)
+    assert exported["clip.token_embedding.weight"].dtype == torch.float32
+    assert exported["decoder.classifier.cls.predictions.bias"].dtype == torch.float32
+    # a smoke step of the mode: float16 CLIP tensors updated in place with float16 moments
+    from clip4idc.optim import build_optimizer
+
+    torch.manual_seed(0)
+    tiny = build_model(load_clip_config("tiny"), None, "retrieval")
+    convert_weights_fp16(tiny)
+    opt = build_optimizer(tiny, "retrieval", 1e-3, 1.0, 10, 0.1)
+    ids = torch.tensor([[49406, 518, 49407], [49406, 736, 49407]])
+    before = tiny.clip.visual.layers[0].mlp.fc1.weight.detach().clone()
+    for _ in range(2):  # the first BertAdam update has LR 0
+        tiny(torch.randn(2, 3, 28, 28), torch.randn(2, 3, 28, 28), text_ids=ids).backward()
+        opt.step()
+        opt.zero_grad()
+    fc1 = tiny.clip.visual.layers[0].mlp.fc1.weight
+    assert fc1.dtype == torch.float16 and opt.state[fc1]["next_v"].dtype == torch.float16
+    assert not torch.equal(fc1.detach(), before)
+    args = check_args(build_parser("caption").parse_args(["--output_dir", "x", "--do_eval", "--datatype", "clevr",
+                                                          "--faithful_fp16"]), "caption")
+    assert args.faithful_fp16
+
+
+def test_amp_flags(tmp_path, syn_root, tiny_flags):
+    from common.errors import InputError
+
+    base = ["--do_train", "--data_path", str(syn_root / "clevr"), "--batch_size", "16", "--epochs", "1",
+            "--device", "cpu"] + tiny_flags
+    with pytest.raises(InputError, match="needs CUDA"):
+        run(check_args(build_parser("retrieval").parse_args(base + ["--output_dir", str(tmp_path / "a"), "--fp16"]),
+                       "retrieval"), "retrieval")
+    with pytest.raises(InputError, match="choose one"):
+        check_args(build_parser("retrieval").parse_args(base + ["--output_dir", "x", "--bf16", "--faithful_fp16"]),
+                   "retrieval")
+    result = run(check_args(build_parser("retrieval").parse_args(base + ["--output_dir", str(tmp_path / "b"), "--bf16"]),
+                            "retrieval"), "retrieval")
+    assert np.isfinite(result["last"]["R1"]) and (tmp_path / "b" / "pytorch_model.bin.0").is_file()

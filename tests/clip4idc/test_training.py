@@ -62,3 +62,31 @@ def test_torchrun_two_cpu_processes(tmp_path, syn_root, tiny_flags, repo_root):
     assert "R@1:" in log and (out / "pytorch_model.bin.0").is_file()
     # 48 training captions, global batch 16 -> 8 per process -> 3 steps per epoch on each rank (spec 9.6 fix)
     assert "Step: 3/3" in log
+
+
+@pytest.mark.parametrize("datatype", ["spot", "ier"])
+def test_caption_training_on_spot_and_ier(tmp_path, syn_root, tiny_flags, datatype):
+    flags = [f for f in tiny_flags]
+    flags[flags.index("--datatype") + 1] = datatype
+    root = syn_root / datatype
+    argv = ["--do_train", "--data_path", str(root), "--features_path", str(root / "images"), "--output_dir",
+            str(tmp_path / "o"), "--batch_size", "4", "--epochs", "1", "--gt_dir", str(syn_root / "gt"),
+            "--caption_metrics", "Bleu", "--n_visualize", "1"] + flags
+    run(check_args(build_parser("caption").parse_args(argv), "caption"), "caption")
+    hyps = json.loads((tmp_path / "o" / "hyp_ep_0.json").read_text())
+    gt = json.loads((syn_root / "gt" / f"{datatype}_total_change_captions_reformat.json").read_text())
+    assert {h["image_id"] for h in hyps} <= {i["id"] for i in gt["images"]}
+    assert not any(h["image_id"].endswith("_n") for h in hyps)
+    assert list((tmp_path / "o" / "vis_ep_0").glob("*.png"))
+
+
+def test_visualize_cli(tmp_path, syn_root, tiny_caption_model):
+    from clip4idc.convert import new_to_original
+    from clip4idc.factory import save_config_sidecar
+    from clip4idc.visualize import main as visualize_main
+
+    torch.save(new_to_original(tiny_caption_model.state_dict()), tmp_path / "m.bin")
+    save_config_sidecar(tmp_path, tiny_caption_model.clip.cfg, tiny_caption_model.decoder.cfg, 10)
+    assert visualize_main(["--init_model", str(tmp_path / "m.bin"), "--data_path", str(syn_root / "clevr"),
+                           "--index", "0", "1", "--output_dir", str(tmp_path / "vis")]) == 0
+    assert len(list((tmp_path / "vis").glob("*.png"))) == 2

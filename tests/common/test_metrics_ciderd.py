@@ -68,7 +68,8 @@ def test_pickle_round_trip_full_path_and_name(tmp_path, monkeypatch, py2):
     assert isinstance(by_path.df, defaultdict)
     monkeypatch.chdir(tmp_path)
     by_name = CiderD.from_pickle("coco-train-idxs")  # original: os.path.join('data', cached_tokens + '.p')
-    for scorer in (by_path, by_name):
+    like_original = CiderD(n=4, sigma=6.0, df="coco-train-idxs")
+    for scorer in (by_path, by_name, like_original):
         mean, scores = scorer.compute_score(cands, refs)
         np.testing.assert_allclose(scores, [6.25, 5.25981514, 0.0], rtol=0, atol=1e-8)
     out = tmp_path / "again.p"
@@ -160,7 +161,7 @@ def test_vectorised_equals_reference_loop_with_training_df():
 def test_corpus_mode_equals_pycocoevalcap_cider():
     refs, cands, index = _token_id_data(13, samples=1)
     cands, index = cands[:-1], index[:-1]
-    _, scores = CiderD().compute_score(cands, refs, image_index=index)
+    _, scores = CiderD(df="corpus").compute_score(cands, refs, image_index=index)
     score, theirs = Cider().compute_score({i: refs[i] for i in index}, {i: [c] for i, c in zip(index, cands)})
     np.testing.assert_allclose(scores, theirs, rtol=0, atol=1e-9)
 

@@ -82,6 +82,17 @@ def test_bad_files_are_one_clear_line(coco, capsys, tmp_path, content, message):
         assert code == 2 and err.count("\n") == 1 and message in err and str(bad) in err
 
 
+def test_missing_prediction_needs_subset(coco, capsys, tmp_path):
+    rp, pp, refs, preds = coco
+    fewer = tmp_path / "fewer.json"
+    fewer.write_text(json.dumps(preds[1:]))
+    code, _, err = _cli(["--references", str(rp), "--predictions", str(fewer)], capsys)
+    assert code == 2 and err.count("\n") == 1 and preds[0]["image_id"] in err and "--subset" in err
+    code, out, _ = _cli(["--references", str(rp), "--predictions", str(fewer), "--subset", "--metrics", "CIDEr"],
+                        capsys)
+    assert code == 0 and f"{len(preds) - 1} predictions" in out
+
+
 def test_duplicate_prediction_is_refused(coco, capsys, tmp_path):
     rp, pp, refs, preds = coco
     dup = tmp_path / "dup.json"

@@ -120,10 +120,10 @@ def test_scst_smoke_keeps_greedy_cider(spatial, syn, tmp_path):
     for i, b in enumerate(trainer.loader):
         trainer.optimizer.zero_grad()
         loss, stats = trainer.scst_step(b)
-        assert math.isfinite(float(loss)) and math.isfinite(stats["avg_reward"])
+        assert math.isfinite(float(loss.detach())) and math.isfinite(stats["avg_reward"])
         loss.backward()
         trainer.optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if i == 19:
             break
     after = greedy_cider()

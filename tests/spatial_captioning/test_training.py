@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -170,9 +169,18 @@ def test_unpublished_options_are_refused():
         parse_train_opt(["--use_grid", "1", "--use_box", "1"])
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_torchrun_two_cpu_processes(syn, tmp_path):
     args = train_argv(syn, tmp_path / "ddp", max_iters=3)
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          f"--master_port={free_port()}",
                           "--module", "spatial_captioning.train", *args], env=ENV, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -82,3 +82,17 @@ def test_generate_split_output_schema_and_order(tiny_model, vc_tokenizer, vc_pat
     beams = generate_split(tiny_model, vc_tokenizer, vc_paths, "test", max_seq_len=40, length=4, num_samples=2,
                            do_sample=False)
     assert len(beams) == 12 and all(len(o["generations"]) == 2 for o in beams)
+
+
+def test_predict_in_the_wild_without_vcr_files(tiny_model, vc_tokenizer):
+    from visualcomet.generation import predict
+
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(3, 2048, generator=g).numpy()
+    kwargs = dict(image_features=feats[0], object_features=feats[1:], names=["person", "cup"],
+                  boxes=[[10, 10, 50, 80], [60, 20, 90, 40]], width=100, height=100,
+                  event="1 is holding a cup", place="in a kitchen", relation="after", num_samples=3, length=5)
+    a = predict(tiny_model, vc_tokenizer, **kwargs)
+    assert len(a) == 3 and all(isinstance(s, str) for s in a)
+    assert predict(tiny_model, vc_tokenizer, **kwargs) == a  # seeded
+    assert len(predict(tiny_model, vc_tokenizer, **kwargs, do_sample=False)) <= 3

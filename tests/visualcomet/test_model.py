@@ -1,12 +1,10 @@
 """Model: key layout, reference forward through the converter, visual overwrite, loss masking (asserts 5, 6)."""
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -179,3 +177,21 @@ def test_kv_cache_forward_equals_full_forward():
             past = o["past_key_values"]
             steps.append(o["logits"])
     assert torch.allclose(torch.cat(steps, 1), full[:, 17:], atol=1e-5)
+
+
+def test_pads_are_attended_no_attention_mask(vc_tokenizer):
+    """Pitfall 4 (K): no attention mask; padding inside the event segment changes the inference logits."""
+    torch.manual_seed(0)
+    model = VisualCometLMHead(tiny_config(vocab_size=len(vc_tokenizer))).eval()
+    rec = {"event_name": "<|det1|> is here", "place": "in a room", "inference_relation": "intent",
+           "inference_text_name": "feed the family"}
+    lay = vdata.Layout(12, 6, 8, 48)
+    ids, _ = vdata.encode_record(rec, vc_tokenizer, lay)
+    pad_pos = lay.place_start - 1
+    assert ids[pad_pos] == vc_tokenizer.eot_id
+    other = list(ids)
+    other[pad_pos] = 5
+    with torch.no_grad():
+        a = model(torch.tensor([ids]))["logits"][0, lay.inference_start:]
+        b = model(torch.tensor([other]))["logits"][0, lay.inference_start:]
+    assert not torch.allclose(a, b)

@@ -46,3 +46,46 @@ def test_original_flag_defaults():
             gen.gen_batch_size, gen.seed) == (20, 1.0, 0, 0.9, 1, 5, 128, 1, 42)
     rank = run_rank.build_parser().parse_args(["--data_dir", "d", "--split", "val"])
     assert (rank.rank_mode, rank.max_seq_len, rank.seed) == ("random_50", 128, 42)
+
+
+def test_synthetic_cli_writes_the_real_formats(tmp_path):
+    import json
+
+    from visualcomet import data as vdata
+    from visualcomet import synthetic
+
+    assert synthetic.main(["--out", str(tmp_path), "--feature_dim", "16"]) == 0
+    files = vdata.split_files(tmp_path)
+    annots = {s: vdata.load_annotations(f) for s, f in files.items()}
+    assert [len(a) for a in annots.values()] == [80, 16, 4]
+    assert "intent" not in annots["test"][0] and annots["val"][0]["split"] == "val"
+    assert len(vdata.finetune_records(annots["train"])) == 480
+    paths = vdata.DataPaths.resolve(str(tmp_path))
+    for ann in annots["val"]:  # every metadata file passes the loader's checks; mentioned people are persons
+        meta = vdata.load_metadata(str(paths.images_dir / ann["metadata_fn"]))
+        img, objs = vdata.load_features(str(paths.features_dir / (vdata.image_id(ann["img_fn"]) + ".pkl")))
+        assert objs.shape == (len(meta["names"]), 16) and img.dtype.name == "float32"
+        for tag in vdata.map_numbers(ann["event"])[1]:
+            assert meta["names"][int(tag) - 1] == "person"
+    cfg = json.loads((tmp_path / "gpt2-tiny" / "config.json").read_text())
+    assert cfg["feature_dim"] == 16 and (tmp_path / "gpt2-tiny" / "merges.txt").is_file()
+
+
+def test_visualize_writes_png(vc_data, tmp_path):
+    import json
+
+    from visualcomet.scripts import visualize
+
+    annots = json.loads((vc_data / "val_annots.json").read_text())
+    gens = [dict({k: a[k] for k in ("img_fn", "metadata_fn", "event", "place")}, event_idx=i,
+                 inference_relation=rel, generations=[f"{rel} text {i}", "second"])
+            for i, a in enumerate(annots[:2]) for rel in ("intent", "before", "after")]
+    gens_file = tmp_path / "gens.json"
+    gens_file.write_text(json.dumps(gens))
+    png = tmp_path / "vis.png"
+    assert visualize.main(["--gens_file", str(gens_file), "--data_dir", str(vc_data), "--out_png", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    from common.errors import InputError
+
+    with pytest.raises(InputError, match="exists"):
+        visualize.main(["--gens_file", str(gens_file), "--data_dir", str(vc_data), "--out_png", str(png)])

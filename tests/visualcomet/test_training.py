@@ -23,7 +23,8 @@ def _weights(d: Path) -> dict[str, torch.Tensor]:
 
 def test_kill_and_resume_is_bit_identical(vc_data, vc_train_argv, tmp_path):
     full = tmp_path / "full"
-    res = train(build_parser().parse_args(vc_train_argv(vc_data, full, "--save_steps", "3", steps=7)))
+    res = train(build_parser().parse_args(vc_train_argv(vc_data, full, "--save_steps", "3", "--eval_all_checkpoints",
+                                                        steps=7)))
     assert res["global_step"] == 7  # exactly --max_steps (pitfall 16 fixed)
     part = tmp_path / "part"
     argv = vc_train_argv(vc_data, part, "--save_steps", "3", steps=7)
@@ -33,7 +34,8 @@ def test_kill_and_resume_is_bit_identical(vc_data, vc_train_argv, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert sorted(p.name for p in full.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
     metrics = json.loads((full / "metrics.json").read_text())
-    assert {"perplexity_0_3", "loss_0_3", "perplexity_inference", "loss_inference"} <= set(metrics)
+    assert {"perplexity_0_3", "loss_0_3", "perplexity_inference", "loss_inference", "perplexity_3_inference",
+            "perplexity_6_inference"} <= set(metrics)
     log = [json.loads(line) for line in (full / "train_log.jsonl").read_text().splitlines()]
     assert any("loss" in r and "lr" in r for r in log) and any("eval_loss" in r for r in log)
     assert (full / "checkpoint-3" / "added_tokens.json").is_file()
@@ -48,12 +50,14 @@ def test_torchrun_two_processes_cpu(vc_data, vc_train_argv, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
            str(REPO / "visualcomet" / "scripts" / "run_finetuning.py"),
-           *vc_train_argv(vc_data, out, "--per_gpu_eval_batch_size", "48", steps=3)]
+           *vc_train_argv(vc_data, out, "--per_gpu_eval_batch_size", "48", "--save_steps", "2", steps=3)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=REPO / "visualcomet", capture_output=True, text=True, timeout=500, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((out / "metrics.json").read_text())["perplexity_inference"] > 1.0
-    assert (out / "pytorch_model.bin").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["perplexity_inference"] > 1.0 and "perplexity_0_2" in metrics
+    assert (out / "pytorch_model.bin").is_file() and (out / "checkpoint-2" / "config.json").is_file()
+    assert (out / "resume" / "step_00000002").is_dir()  # resumable state written once, by rank 0
 
 
 def test_mode_all_and_options(vc_data, vc_train_argv, tmp_path):
@@ -81,6 +85,22 @@ def test_refused_flags_are_one_line(vc_data, vc_train_argv, tmp_path, capsys, fl
     assert err.value.code == 2
     line = capsys.readouterr().err.strip()
     assert "\n" not in line and message in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on CUDA --fp16 is supported")
+def test_fp16_refused_without_cuda(vc_data, vc_train_argv, tmp_path):
+    from common.errors import InputError
+
+    with pytest.raises(InputError, match="CUDA"):
+        train(build_parser().parse_args(vc_train_argv(vc_data, tmp_path / "f", "--fp16")))
+
+
+def test_lower_case_and_no_final_eval(vc_data, vc_train_argv, tmp_path):
+    out = tmp_path / "lc"
+    res = train(build_parser().parse_args(vc_train_argv(vc_data, out, "--do_lower_case", "--do_eval", "false",
+                                                        steps=1)))
+    assert "perplexity" not in res and not (out / "metrics.json").exists()
+    assert json.loads((out / "tokenizer_config.json").read_text())["do_lower_case"] is True
 
 
 def test_output_dir_not_overwritten_and_bool_flags(vc_data, vc_train_argv, tmp_path):
@@ -117,3 +137,36 @@ def test_validation_drops_the_last_partial_batch(vc_data, vc_tokenizer, vc_paths
     assert len(ds) == 96 and got == pytest.approx(sum(means) / 2, rel=1e-6)  # records 80..95 ignored
     args.eval_all_batches = True
     assert evaluate(model, ds, 40, torch.device("cpu"), args)["loss"] != pytest.approx(got, rel=1e-9)
+
+
+@pytest.mark.parametrize("layout", ["hub_gpt2_model", "gpt2_lm_head_safetensors"])
+def test_finetune_from_plain_gpt2_weights(vc_data, vc_tokenizer, vc_train_argv, tmp_path, layout):
+    """--model_name_or_path gpt2-style: GPT-2 weights kept, visual modules new, vocabulary resized to 50257+60."""
+    import shutil
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    base = len(vc_tokenizer.encoder)
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=base, n_layer=2, n_head=2, n_embd=64, n_positions=64,
+                                      bos_token_id=None, eos_token_id=None))
+    src = tmp_path / "gpt2"
+    if layout == "hub_gpt2_model":  # the hub's gpt2 checkpoint: GPT2Model keys (no 'transformer.') + attn.bias
+        src.mkdir()
+        sd = {k[len("transformer."):]: v for k, v in gpt2.state_dict().items() if k.startswith("transformer.")}
+        for i in range(2):
+            sd[f"h.{i}.attn.bias"] = torch.tril(torch.ones(64, 64)).view(1, 1, 64, 64)
+        torch.save(sd, src / "pytorch_model.bin")
+        gpt2.config.to_json_file(src / "config.json")
+    else:
+        gpt2.save_pretrained(src)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(vc_data / "gpt2-tiny" / name, src / name)
+    (src / "config.json").write_text(json.dumps({**json.loads((src / "config.json").read_text()), "feature_dim": 2048}))
+    argv = vc_train_argv(vc_data, tmp_path / "out", steps=1)
+    argv[argv.index("--model_name_or_path") + 1] = str(src)
+    train(build_parser().parse_args(argv + ["--learning_rate", "0"]))
+    out = _weights(tmp_path / "out")
+    assert out["transformer.wte.weight"].shape[0] == len(vc_tokenizer)
+    assert torch.equal(out["transformer.wte.weight"][:base], gpt2.transformer.wte.weight.detach())
+    assert torch.equal(out["transformer.h.1.mlp.c_fc.weight"], gpt2.transformer.h[1].mlp.c_fc.weight.detach())
