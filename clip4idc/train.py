@@ -36,6 +36,8 @@ LOGGER_NAME = "clip4idc"
 def setup_logging(output_dir: Path) -> logging.Logger:
     """Console + log.txt handlers with the original's formats, on rank 0 (warnings elsewhere)."""
     log = logging.getLogger(LOGGER_NAME)
+    for handler in log.handlers:
+        handler.close()
     log.handlers.clear()
     log.propagate = False
     log.setLevel(logging.INFO if is_main_process() else logging.WARNING)
@@ -237,6 +239,8 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
     `stop_after_epoch` ends the run after that epoch as if killed (used by the resume test)."""
     info = init_distributed(device=args.device)
     device = info.device
+    if args.fp16 and device.type != "cuda":
+        raise InputError("--fp16", "float16 autocast needs CUDA; use --bf16 on CPU")
     out = _check_output_dir(args)
     log = setup_logging(out)
     for name in ("world_size", "rank", "n_gpu", "local_rank"):
@@ -276,6 +280,8 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
     if eval_set is not None:
         log.info("***** Running %s *****", eval_subset)
         log.info("  Num examples = %d", len(eval_set))
+        log.info("  Batch size = %d", args.batch_size_val)
+        log.info("  Num steps = %d", math.ceil(len(eval_set) / args.batch_size_val))
 
     metric_names = [m.strip() for m in getattr(args, "caption_metrics", "").split(",") if m.strip()]
     score_name = "R1" if task == "retrieval" else "CIDEr" if "CIDEr" in metric_names else \
@@ -289,13 +295,15 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
         return m, m[score_name] if score_name in m else 0.0
 
     if not args.do_train:
+        metrics = {}
         if is_main_process():
             if task == "caption" and (out / "hyp_ep_eval.json").exists():
                 raise InputError(out / "hyp_ep_eval.json", "exists; refusing to overwrite (choose another --output_dir)")
             metrics, _ = evaluate("eval")
             atomic_write_json(out / "eval_metrics.json", metrics)
-            return metrics
-        return {}
+        barrier()
+        cleanup()
+        return metrics
 
     train_set = dataset("train")
     per_process = args.batch_size // info.world_size

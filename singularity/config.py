@@ -11,7 +11,7 @@ from common.errors import InputError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 USAGE = ("usage: python tasks/<task>.py CONFIG.yaml [key=value ...]  (OmegaConf dotlist: a.b=1, key=[x,y], "
-         "x=None; see singularity/README.md for every key)")
+         "x=None)")
 
 
 def find_config(path_or_name: str) -> Path:
@@ -78,7 +78,13 @@ def load_config(path_or_name: str, overrides: Sequence[str] = (), require_env: b
 def setup_config(argv: Sequence[str]) -> DictConfig:
     """``argv`` = [config.yaml, key=value, ...] -> merged config (the original's ``setup_config``)."""
     argv = list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if argv and argv[0] in ("-h", "--help"):
+        configs = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
+        print(f"{USAGE}\nbundled configs (keys explained in singularity/README.md, 'Config keys'): {configs}\n"
+              "keys added to the original's: vit_config allow_partial trust_checkpoint bf16 num_decoder_layers "
+              "video_input.cache_decoded eval_after_training")
+        raise SystemExit(0)
+    if not argv:
         raise SystemExit(USAGE)
     return load_config(argv[0], argv[1:])
 

@@ -127,12 +127,12 @@ def write_configs(out: Path) -> None:
             "video_input": {"num_frames": 4, "num_frames_test": 4}, "add_temporal_embed": True,
             "temporal_vision_encoder": {"enable": True, "num_layers": 1, "update_pooler_embed": True},
             # the new temporal encoder and embeddings learn at a higher LR (as pretrain.yaml's different_lr)
-            "optimizer": {"different_lr": {"enable": True, "module_names": ["temporal"], "lr": 5e-3}},
-            "eval_offload": False, "scheduler": {"epochs": 12}}),
+            "optimizer": {"different_lr": {"enable": True, "module_names": ["temporal"], "lr": 1e-2}},
+            "eval_offload": False, "scheduler": {"epochs": 20}}),
         "temporal_1frm_syn": ("ret_ssv2_label.yaml", {
             "train_file": vid("syn_motion_train.json", "syn_motion"),
             "test_file": {"motion_test": vid("syn_motion_test.json", "syn_motion")}, "test_types": ["motion_test"],
-            "video_input": {"num_frames": 1, "num_frames_test": 4}, "eval_offload": False, "scheduler": {"epochs": 12}}),
+            "video_input": {"num_frames": 1, "num_frames_test": 4}, "eval_offload": False, "scheduler": {"epochs": 20}}),
     }
     (out / "configs").mkdir(parents=True, exist_ok=True)
     for name, (base, extra) in configs.items():

@@ -115,7 +115,6 @@ MISCSYMBOL = (
     "\u2200-\u22ff\u2300-\u23ff\u2600-\u26ff\u2700-\u27bf\u3012\u30fb\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]"
 )
 
-_PAREN = {"(": "-LRB-", ")": "-RRB-", "[": "-LSB-", "]": "-RSB-", "{": "-LCB-", "}": "-RCB-"}
 
 
 def _latex_quotes(tok: str, left: bool) -> str:
@@ -269,8 +268,6 @@ def _compile_rules() -> list[tuple[re.Pattern, object]]:
 _RULES = _compile_rules()
 _SKIP = re.compile(f"(?:{SP}|{NL}|[\u200b\u200e\u200f\ufeff\x00]|&nbsp;)+")
 # letters-only word; safe fast path when the next character cannot extend any rule
-_FAST = re.compile(r"[A-Za-z]+(?=[ \n]|$|[,;:)](?:[ \n]|$))")
-_FAST_DOT = re.compile(r"[A-Za-z]{2,}(?=\.(?:[ \n]|$))")
 _ABBREV_WORDS = frozenset(
     w.lower()
     for group in (ABMONTH, ABDAYS, ABSTATE_CI, ABSTATE_CS, ABTITLE, ABCOMP2, "jr|sr|bros|blvd|rd|esq|etc|al|seq|bldg",
@@ -280,8 +277,6 @@ _ABBREV_WORDS = frozenset(
                   "|art|arts|para|paras|pp|op|approx|pt|rs|d|u|la")
     for w in group.split("|")
 )
-_FAST_PUNCT = re.compile(r"[,;:](?=[ \n]|$)|\.(?=\n|$|[ ][^.])")
-_FAST_CLITIC = re.compile(r"([A-Za-z]{2,})('(?:s|re|ve|ll|m|d))(?=[ \n]|$)|([A-Za-z]*[A-MO-Za-mo-z])(n't)(?=[ \n]|$)")
 _SPECIAL = frozenset(["cannot", "gonna", "gotta", "lemme", "gimme", "wanna", "dunno"])
 
 

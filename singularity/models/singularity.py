@@ -17,6 +17,8 @@ from singularity.models.xbert import XBertForMaskedLM, XBertModel, init_bert_wei
 
 def vit_config_path(config) -> str:
     """The BEiT config JSON for ``config`` (``vit_config`` key, else the bundled one for the hub name)."""
+    if str(cfg_get(config, "vit_type", "beit")) != "beit":
+        raise ValueError("vit_type must be beit (the deit/vit code paths of the original were never used)")
     explicit = cfg_get(config, "vit_config")
     if explicit:
         return str(resolve_path(explicit))

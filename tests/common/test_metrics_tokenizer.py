@@ -38,6 +38,12 @@ PINNED = [
     ("MIKE AND JENNY'S DOG. THE DOG'S TOY.", "mike and jenny 's dog the dog 's toy"),
     ("two cats,three dogs.four birds", "two cats three dogs.four birds"),
     ("555-123-4567 (555) 123-4567 :) ;-)", "555-123-4567 -lrb-555-rrb-\u00a0123-4567 :-rrb- ;--rrb-"),
+    ("a dog runs , fast ; ok : yes ! no ? fine .", "a dog runs fast ok yes no fine"),
+    ("x - y -- z --- w ---- v ----- u", "x y z w v ----- u"),
+    ("x-ray well-known x--y x- y -x pro- anti-", "x-ray well-known x y x y x pro- anti-"),
+    ("a & b AT&T a&b x &amp; y", "a & b at&t a & b x & y"),
+    ("The end. . . And then!! more?! . ok", "the end and then !! more ?! ok"),
+    ("soft\u00adhyphen ^_^ ✓ 12/25/2014 #tag10 1,000", "softhyphen ^_^ ✓ 12/25/2014 #tag 10 1,000"),
     ("", ""),
 ]
 

@@ -61,3 +61,28 @@ def test_qa_learns(syn_dir, tiny_config, tmp_path):
     assert len(preds) == 32 and set(preds[0]) == {"question_id", "answer"}
     assert json.loads((out / "eval_res_best.json").read_text())["val"]["overall"] >= 55
     assert (out / "val_best.json").is_file() and (out / "dist_res" / "val_latest_rank0.json").is_file()
+
+
+def test_temporal_model_learns_direction(trained_retrieval, syn_dir, tiny_config, tmp_path):
+    """Singularity-temporal (4 frames) from the 1-frame checkpoint tells red->blue from blue->red; 1-frame cannot."""
+    from singularity.tasks.retrieval import run_retrieval
+
+    out, _ = trained_retrieval
+    init = f"pretrained_path={out / 'ckpt_best.pth'}"
+    single = run_retrieval(tiny_config(syn_dir, "temporal_1frm_syn", "evaluate=True", init,
+                                       f"output_dir={tmp_path / 'one'}"))
+    assert single["motion_test_emb/"]["txt_r1"] == 50.0  # frame order is invisible to the 1-frame model
+    temporal = run_retrieval(tiny_config(syn_dir, "temporal_syn", init, "allow_partial=True",
+                                         f"output_dir={tmp_path / 'temporal'}", "eval_after_training=False"))
+    assert temporal["motion_test_emb/"]["txt_r1"] >= 75, temporal
+
+
+def test_late_fusion_and_offloaded_eval(trained_retrieval, syn_dir, tiny_config, tmp_path):
+    """eval_frame_ensemble=lse (per-frame ITM, aggregated) with features kept on CPU (eval_offload)."""
+    from singularity.tasks.retrieval import run_retrieval
+
+    out, early = trained_retrieval
+    late = run_retrieval(tiny_config(syn_dir, "ret_syn", "evaluate=True", f"pretrained_path={out / 'ckpt_best.pth'}",
+                                     "eval_frame_ensemble=lse", "eval_offload=True", f"output_dir={tmp_path / 'lse'}"))
+    assert late["syn_test_emb/"] == early["syn_test_emb/"]  # ITC is the same mean of per-frame similarities
+    assert late["syn_test/"]["img_r1"] > 100 / 16

@@ -7,29 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from sc_helpers import train_argv
+from sc_helpers import train_and_score, train_argv
 from spatial_captioning.captions import reward_string
 from spatial_captioning.data import DataLoader, model_inputs
-from spatial_captioning.evaluation import eval_split
 from spatial_captioning.opts import parse_train_opt
-from spatial_captioning.synthetic import word_accuracy
 from spatial_captioning.training import Trainer
-
-
-def train_and_score(syn: dict, ckpt, caption_model: str, iters: int, extra=None) -> dict:
-    """Train the tiny model, decode the 50 val images greedily, return accuracies, CIDEr and the trainer."""
-    trainer = Trainer(parse_train_opt(train_argv(syn, ckpt, caption_model, iters, extra)))
-    first_loss = None
-    batch = next(iter(DataLoader(trainer.opt, "train")))
-    with torch.no_grad():
-        trainer.model.eval()
-        first_loss, _ = trainer.xe_step(batch)
-    trainer.run()
-    val = DataLoader(trainer.opt, "val", length=50)
-    kwargs = dict(vars(trainer.opt), verbose=0, verbose_beam=0, language_eval=1, lang_metrics=["CIDEr"])
-    loss, preds, lang, _ = eval_split(trainer.model, trainer.crit, val, kwargs)
-    acc = word_accuracy({p["image_id"]: p["caption"] for p in preds}, syn["dataset_json"])
-    return {"trainer": trainer, "first_loss": float(first_loss), "val_loss": loss, "cider": lang["CIDEr"], **acc}
 
 
 @pytest.fixture(scope="module")

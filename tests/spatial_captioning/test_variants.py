@@ -1,7 +1,7 @@
 """Spec 10.2 variants: `g2` grid encoding and dot-product cross-attention also learn the position words."""
 from __future__ import annotations
 
-from test_learning import train_and_score
+from sc_helpers import train_and_score
 
 
 def test_g2_encoding_learns_positions(syn, tmp_path):
