@@ -83,5 +83,8 @@ def test_eval_read_failure_raises_train_retries(tmp_path, syn_dir):
     good = _write(tmp_path, "t.json", [{"video": "missing.mp4", "caption": "a"},
                                        {"video": "test_red_ring_00.mp4", "caption": "b"}])
     train = ImageTextTrainDataset([good, vid, "video"], TrainTransform(32))
-    media, caption, _ = train[0]  # retries a random other record (num_tries=3)
+    import random
+
+    random.seed(0)  # the retry draws a random record: seeded so that it succeeds within num_tries=3
+    media, caption, _ = train[0]  # retries a random other record
     assert caption == "b" and media.shape == (1, 3, 32, 32)
