@@ -13,6 +13,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import torch
+
 from common.checkpoint import atomic_write_json, atomic_write_text
 from common.errors import InputError, run_cli
 from clip4idc.data.clevr import ClevrChange
@@ -57,6 +59,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed")
     p.add_argument("--caption_metrics", default="Bleu,ROUGE_L,CIDEr", help="coco-caption metrics of stage 2")
     a = p.parse_args(argv)
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)  # the tiny model gains little from threads; a shared CPU loses a lot to them
     t0 = time.time()
     data, out = Path(a.data_dir), Path(a.out)
     if not (data / "clevr" / "splits.json").is_file():

@@ -14,6 +14,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a file: make the monorepo importable (absolute imports only)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import torch
 
 from common.checkpoint import compare_keys, extract_state_dict, load_checkpoint_file
@@ -59,6 +62,22 @@ def resize_temporal(embed: torch.Tensor, num_frames: int) -> torch.Tensor:
     if not out.is_meta:
         out[:, :old] = embed
     return out
+
+
+def resize_rel_pos_table(table: torch.Tensor, rows: int) -> torch.Tensor:
+    """Resample a BEiT relative-position table ((2W-1)^2 + 3, heads) to ``rows`` rows (bicubic over the grid).
+
+    Needed when ``image_res`` differs from the checkpoint's (spec 6.3 rule 1; replaces scipy ``interp2d``,
+    pitfall 9.19 F). The 3 CLS rows are kept.
+    """
+    if table.shape[0] == rows:
+        return table
+    old, new = round((table.shape[0] - 3) ** 0.5), round((rows - 3) ** 0.5)
+    if table.is_meta:
+        return torch.empty((rows, table.shape[1]), device="meta", dtype=table.dtype)
+    grid = table[:-3].T.reshape(1, table.shape[1], old, old).float()
+    grid = torch.nn.functional.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+    return torch.cat([grid.reshape(table.shape[1], new * new).T.to(table.dtype), table[-3:]], dim=0)
 
 
 def convert_state_dict(state_dict: Mapping[str, torch.Tensor], target_keys: Sequence[str],
@@ -107,6 +126,9 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], target_keys: Sequ
                for k, v in out.items()}
     if target_has_decoder:
         out = {k: v for k, v in out.items() if not (k.startswith(_QA_DROPPED) and k not in targets)}
+    for key in list(out):
+        if key.endswith("relative_position_bias_table") and target_shapes and key in target_shapes:
+            out[key] = resize_rel_pos_table(out[key], int(target_shapes[key][0]))
     if "temporal_embeddings" in out and target_shapes and "temporal_embeddings" in target_shapes:
         out["temporal_embeddings"] = resize_temporal(out["temporal_embeddings"],
                                                      int(target_shapes["temporal_embeddings"][1]))

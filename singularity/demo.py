@@ -9,6 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a file: make the monorepo importable (absolute imports only)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from common.errors import InputError, run_cli
 
 CHANCE_TEXTS = 16

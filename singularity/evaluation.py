@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from common.distributed import get_rank, get_world_size, is_distributed, progress
 from singularity.models.config_paths import cfg_get

@@ -11,7 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the monorepo importable (absolute imports only)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 from omegaconf import OmegaConf

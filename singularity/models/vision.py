@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 from transformers import BeitConfig, BeitModel
 
@@ -46,16 +45,4 @@ def resize_temporal_embeddings(embed: torch.Tensor, num_frames: int) -> torch.Te
     x = embed.squeeze(2).permute(0, 2, 1)  # (1, d, T)
     x = F.interpolate(x, size=num_frames, mode="linear")
     return x.permute(0, 2, 1).unsqueeze(2)
-
-
-def pad_or_truncate_temporal(embed: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """Checkpoint-loading rule: zero-pad (T_new > T_old) or truncate (spec 4.5)."""
-    old = embed.shape[1]
-    if num_frames == old:
-        return embed
-    if num_frames < old:
-        return embed[:, :num_frames].clone()
-    out = embed.new_zeros((embed.shape[0], num_frames, *embed.shape[2:]))
-    out[:, :old] = embed
-    return out
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Usage: bash scripts/eval_vqa.sh DATASET CKPT_PATH SAVE_DIRNAME MODE NGPU [key=value ...]   (MODE before NGPU, as the original)
 #   DATASET in {vqa, msrvtt, anet}; output: $(dirname CKPT_PATH)/SAVE_DIRNAME
-#SBATCH --partition=XXX
+#SBATCH --partition=<your_partition>
 #SBATCH --nodes=1
 #SBATCH --gres=gpu:1
 #SBATCH --ntasks-per-node=1

@@ -2,7 +2,7 @@
 # Usage: bash scripts/pretrain.sh EXP_NAME CORPUS NGPU MODE [key=value ...]
 #   CORPUS in {coco_vg, coco, webvid_cc3m, cc3m, webvid, webvid_14m}; MODE in {local, slurm}
 #   output: $SL_EXP_DIR/pt_${CORPUS}/${CORPUS}_${EXP_NAME}
-#SBATCH --partition=XXX
+#SBATCH --partition=<your_partition>
 #SBATCH --nodes=1
 #SBATCH --gres=gpu:3
 #SBATCH --ntasks-per-node=3

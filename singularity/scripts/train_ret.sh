@@ -2,7 +2,7 @@
 # Usage: bash scripts/train_ret.sh EXP_NAME DATASET NGPU MODE [key=value ...]   (e.g. pretrained_path=...)
 #   DATASET in {coco, flickr, msrvtt, didemo, anet, ssv2_label, ssv2_template}; MODE in {local, slurm}
 #   output: $SL_EXP_DIR/ret_${DATASET}/${DATASET}_${EXP_NAME}
-#SBATCH --partition=XXX
+#SBATCH --partition=<your_partition>
 #SBATCH --nodes=1
 #SBATCH --gres=gpu:1
 #SBATCH --ntasks-per-node=1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Usage: bash scripts/train_vqa.sh EXP_NAME DATASET NGPU MODE [key=value ...]
 #   DATASET in {vqa, msrvtt, anet}; MODE in {local, slurm}; output: $SL_EXP_DIR/qa_${DATASET}/${EXP_NAME}
-#SBATCH --partition=XXX
+#SBATCH --partition=<your_partition>
 #SBATCH --nodes=1
 #SBATCH --gres=gpu:1
 #SBATCH --ntasks-per-node=1

@@ -111,3 +111,19 @@ def test_architecture_inferred_from_temporal_keys(tiny_model_factory):
     changed = apply_inferred_architecture(cfg, temporal)
     assert changed == {"temporal_vision_encoder.enable": True, "temporal_vision_encoder.num_layers": 1,
                        "add_temporal_embed": True}
+
+
+def test_relative_position_table_and_temporal_interpolation(tiny_model_factory):
+    from singularity.models.vision import resize_temporal_embeddings
+
+    small = tiny_model_factory("retrieval", seed=9)  # 32 px / patch 8 -> 4x4 grid, 7*7+3 = 52 rows
+    big = tiny_model_factory("retrieval", seed=10, image_res=48)  # 6x6 grid -> 11*11+3 = 124 rows
+    report = load_pretrained(big, small.state_dict())
+    assert report.ok
+    table = big.vision_encoder.layers[0].relative_position_bias.relative_position_bias_table
+    src = small.vision_encoder.layers[0].relative_position_bias.relative_position_bias_table
+    assert table.shape == (124, 4) and torch.equal(table[-3:], src[-3:])
+    emb = torch.arange(4.0).view(1, 4, 1, 1)
+    assert resize_temporal_embeddings(emb, 2).flatten().tolist() == [0.0, 1.0]
+    up = resize_temporal_embeddings(emb, 8).flatten()
+    assert up.shape == (8,) and up[0] == 0.0 and up[-1] == 3.0 and torch.all(up[1:] >= up[:-1])
