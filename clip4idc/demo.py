@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     p.add_argument("--data_dir", default="runs/synthetic/clip4idc", help="synthetic data (generated when missing)")
     p.add_argument("--out", default="runs/demo/clip4idc", help="report directory (replaced)")
     p.add_argument("--retrieval_epochs", type=int, default=4, help="stage-1 epochs")
-    p.add_argument("--caption_epochs", type=int, default=6, help="stage-2 epochs")
+    p.add_argument("--caption_epochs", type=int, default=8, help="stage-2 epochs")
     p.add_argument("--batch_size", type=int, default=16, help="batch size of both stages")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate of both stages (coef_lr 1)")
     p.add_argument("--seed", type=int, default=0, help="seed")

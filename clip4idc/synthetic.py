@@ -109,9 +109,10 @@ def write_clevr(out: Path, n_train: int, n_val: int, n_test: int, size: int, see
         change[f"CLEVR_default_{sid}.png"] = [cap]
         no_change[f"CLEVR_default_{sid}.png"] = rng.sample(NO_CHANGE, 2)
         types[kind].append(f"{sid}.png")
-    # consecutive ranges: the change types cycle, so every split holds them in equal shares
     ids = list(range(total))
-    splits = {"train": ids[:n_train], "val": ids[n_train:n_train + n_val], "test": ids[n_train + n_val:]}
+    rng.shuffle(ids)
+    splits = {"train": sorted(ids[:n_train]), "val": sorted(ids[n_train:n_train + n_val]),
+              "test": sorted(ids[n_train + n_val:])}
     for name, obj in (("splits", splits), ("change_captions", change), ("no_change_captions", no_change),
                       ("type_mapping", types)):
         (out / f"{name}.json").write_text(json.dumps(obj))

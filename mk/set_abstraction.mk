@@ -15,7 +15,7 @@ SA_RUN_FLAGS = --metadata_dir $(abspath $(SA_DATA_DIR)) --dataset $(SA_DATASET) 
 SA_BEST = $(abspath $(SA_RUNS))/checkpoints/AbstractionEmbedding/AbstractionEmbeddingModule/AbstractionEmbedding_make_$(SA_DATASET)_resnet3d50_1-1_MSE-CE_Adam-$(if $(SA_GIVEN),0.0001,0.003)_SAM_1-2-3-4_best.pth.tar
 
 .PHONY: set_abstraction-demo set_abstraction-synthetic set_abstraction-train set_abstraction-test \
-	set_abstraction-convert set_abstraction-download set_abstraction-extract
+	set_abstraction-check-keys set_abstraction-download set_abstraction-extract
 
 set_abstraction-demo: install ## Set abstraction: synthetic data -> train tiny SAM -> 3 tasks; runs/demo/set_abstraction/
 	$(PY) -m set_abstraction.demo --out runs/demo/set_abstraction --overwrite $(if $(SA_GIVEN),--data_dir $(DATA_DIR))
@@ -32,7 +32,7 @@ set_abstraction-test: install $(if $(SA_GIVEN),,$(SA_SYNTHETIC)/moments_graph.js
 	cd set_abstraction && $(abspath $(PY)) test.py $(SA_RUN_FLAGS) --model AbstractionEmbeddingModule \
 		--resume $(if $(RESUME),$(abspath $(RESUME)),$(SA_BEST)) $(if $(SA_GIVEN),,--model_config tiny --num_workers 0) $(ARGS)
 
-set_abstraction-convert: install ## Set abstraction: check the released checkpoint key layout (convert.py --check-keys)
+set_abstraction-check-keys: install ## Set abstraction: check the released checkpoint key layout (convert.py --check-keys)
 	$(PY) -m set_abstraction.convert --check-keys tests/fixtures/set_abstraction_state_dict_keys.txt
 
 set_abstraction-download: install ## Set abstraction: download the released metadata into DATA_DIR (default metadata/)

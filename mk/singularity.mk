@@ -8,7 +8,7 @@ SL_RUNS = runs/singularity
 SL_TASK = PYTHONPATH=$(CURDIR) OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m
 
 .PHONY: singularity-demo singularity-data singularity-pretrain singularity-train_ret singularity-train_vqa \
-	singularity-eval_ret singularity-eval_ret_mc singularity-eval_vqa singularity-check_keys
+	singularity-eval_ret singularity-eval_ret_mc singularity-eval_vqa singularity-check-keys
 
 DEMO_TARGETS += singularity-demo
 
@@ -41,5 +41,5 @@ singularity-eval_vqa: install $(SL_DATA)/configs/ret_syn.yaml ## Singularity: QA
 	@test -n "$(CKPT)" || { echo "set CKPT=<checkpoint> (e.g. runs/singularity/train_vqa-*/ckpt_best.pth)"; exit 2; }
 	$(SL_TASK) singularity.tasks.vqa $(SL_DATA)/configs/qa_syn.yaml evaluate=True pretrained_path=$(CKPT) output_dir=$(SL_RUNS)/eval_vqa-$(SL_STAMP)
 
-singularity-check_keys: install ## Singularity: convert + strictly load every section of the released key list
+singularity-check-keys: install ## Singularity: convert + strictly load every section of the released key list
 	$(PY) -m singularity.convert --check-keys tests/fixtures/singularity_state_dict_keys.txt

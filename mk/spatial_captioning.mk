@@ -26,7 +26,7 @@ SC_NEED_DATA = $(if $(SC_GIVEN),,$(SC_SYNTHETIC)/cocotalk.json)
 .PHONY: spatial_captioning-demo spatial_captioning-synthetic spatial_captioning-prepro_labels \
 	spatial_captioning-prepro_ngrams spatial_captioning-prepro_areas spatial_captioning-prepro_bbox \
 	spatial_captioning-make_bu_data spatial_captioning-prepro_feats spatial_captioning-train \
-	spatial_captioning-train_scst spatial_captioning-eval spatial_captioning-convert
+	spatial_captioning-train_scst spatial_captioning-eval spatial_captioning-check-keys
 
 spatial_captioning-demo: install ## Spatial captioning: synthetic data -> XE + SCST + eval; runs/demo/spatial_captioning/
 	$(PY) -m spatial_captioning.demo --out runs/demo/spatial_captioning --overwrite --data_dir $(SC_DATA_DIR)
@@ -84,7 +84,7 @@ spatial_captioning-eval: install $(SC_NEED_DATA) ## Spatial captioning: eval.py 
 		--vis_dir $(SC_RUNS)/vis --eval_results_dir $(SC_RUNS)/eval_results --dump_png 8 \
 		--input_box_dir $(SC_DATA_DIR)/cocobu_box --ann_file $(SC_DATA_DIR)/annotations/captions_val2014.json $(ARGS)
 
-spatial_captioning-convert: install ## Spatial captioning: convert.py --check-keys on the released-layout key file
+spatial_captioning-check-keys: install ## Spatial captioning: convert.py --check-keys on the released-layout key file
 	$(PY) -m spatial_captioning.convert --check-keys tests/fixtures/spatial_captioning_state_dict_keys.txt
 
 DEMO_TARGETS += spatial_captioning-demo
