@@ -3,7 +3,8 @@
 CLEVR-Change style: grey background, one coloured block in one of four quadrants; the "after" image
 recolours it, makes it "metal" (white centre), adds a second block, removes it or moves it (the five
 CLEVR-Change change types); the distractor is the before image shifted by one pixel and slightly
-brightened, captioned as "no change". Spot-the-Diff and Image Editing Request sets reuse the renderer.
+brightened, captioned as "no change". Splits are stratified by change type (balanced val/test).
+Spot-the-Diff and Image Editing Request sets reuse the renderer.
 
     python -m clip4idc.synthetic --out DIR [--size 28] [--train 600 --val 60 --test 120] [--seed 0]
 """
@@ -109,10 +110,14 @@ def write_clevr(out: Path, n_train: int, n_val: int, n_test: int, size: int, see
         change[f"CLEVR_default_{sid}.png"] = [cap]
         no_change[f"CLEVR_default_{sid}.png"] = rng.sample(NO_CHANGE, 2)
         types[kind].append(f"{sid}.png")
-    ids = list(range(total))
-    rng.shuffle(ids)
-    splits = {"train": sorted(ids[:n_train]), "val": sorted(ids[n_train:n_train + n_val]),
-              "test": sorted(ids[n_train + n_val:])}
+    # Stratified splits: scenes of each type in random order, interleaved type by type, so that test
+    # and val hold every change type equally often (+-1) and the majority-type baseline stays at ~1/5.
+    by_type = [list(range(k, total, len(CHANGE_TYPES))) for k in range(len(CHANGE_TYPES))]
+    for ids_k in by_type:
+        rng.shuffle(ids_k)
+    ids = [ids_k[j] for j in range(max(map(len, by_type))) for ids_k in by_type if j < len(ids_k)]
+    splits = {"train": sorted(ids[n_test + n_val:]), "val": sorted(ids[n_test:n_test + n_val]),
+              "test": sorted(ids[:n_test])}
     for name, obj in (("splits", splits), ("change_captions", change), ("no_change_captions", no_change),
                       ("type_mapping", types)):
         (out / f"{name}.json").write_text(json.dumps(obj))
