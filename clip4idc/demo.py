@@ -20,7 +20,7 @@ from common.errors import InputError, run_cli
 from clip4idc.data.clevr import ClevrChange
 from clip4idc.evaluation import change_accuracy, score_captions
 from clip4idc.params import build_parser, check_args
-from clip4idc.synthetic import caption_type, write_all
+from clip4idc.synthetic import GENERATOR_VERSION, VERSION_FILE, caption_type, write_all
 from clip4idc.train import run
 
 TINY = ["--pretrained_clip_name", "tiny", "--decoder_model", "decoder-tiny", "--intra_num_hidden_layers", "2",
@@ -63,6 +63,11 @@ def main(argv=None) -> int:
         torch.set_num_threads(1)  # the tiny model gains little from threads; a shared CPU loses a lot to them
     t0 = time.time()
     data, out = Path(a.data_dir), Path(a.out)
+    marker = data / VERSION_FILE
+    if (data / "clevr" / "splits.json").is_file() and \
+            (not marker.is_file() or marker.read_text().strip() != GENERATOR_VERSION):
+        print(f"{data} was written by an older synthetic generator; regenerating it")
+        shutil.rmtree(data)
     if not (data / "clevr" / "splits.json").is_file():
         write_all(data)
     if out.exists():

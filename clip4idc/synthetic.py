@@ -169,6 +169,11 @@ def write_ier(out: Path, n_pairs: int, size: int, seed: int) -> Path:
     return out
 
 
+# Bumped whenever the generated data changes, so the demo regenerates stale copies (see demo.py).
+GENERATOR_VERSION = "2"
+VERSION_FILE = "GENERATOR_VERSION"
+
+
 def write_all(out: str | Path, n_train: int = 600, n_val: int = 60, n_test: int = 120, size: int = 28,
               seed: int = 0, spot_pairs: int = 40, ier_pairs: int = 30) -> Path:
     """Write clevr/, spot/, ier/ and gt/ under `out`; returns `out`."""
@@ -183,6 +188,7 @@ def write_all(out: str | Path, n_train: int = 600, n_val: int = 60, n_test: int 
     (gt / "clevr_total_change_captions_reformat.json").write_text(json.dumps(ClevrChange(out / "clevr").gt()))
     (gt / "spot_total_change_captions_reformat.json").write_text(json.dumps(spot_gt(out / "spot" / "test.json")))
     (gt / "ier_total_change_captions_reformat.json").write_text(json.dumps(ier_gt(out / "ier" / "test.json")))
+    (out / VERSION_FILE).write_text(GENERATOR_VERSION + "\n")
     return out
 
 

@@ -125,11 +125,16 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="runs/demo/singularity", help="output directory (replaced if it exists)")
     args = parser.parse_args(argv)
     data_dir, out = Path(args.data_dir), Path(args.out)
+    from singularity.synthetic import GENERATOR_VERSION, VERSION_FILE, generate
+
+    marker = data_dir / VERSION_FILE
+    if (data_dir / "configs" / "ret_syn.yaml").is_file() and \
+            (not marker.is_file() or marker.read_text().strip() != GENERATOR_VERSION):
+        print(f"{data_dir} was written by an older synthetic generator; regenerating it", file=sys.stderr)
+        shutil.rmtree(data_dir)
     if not (data_dir / "configs" / "ret_syn.yaml").is_file():
         if data_dir.exists() and any(data_dir.iterdir()):
             raise InputError(data_dir, "exists but holds no synthetic Singularity data (configs/ret_syn.yaml)")
-        from singularity.synthetic import generate
-
         generate(data_dir)
         print(f"synthetic data written to {data_dir}")
     if out.exists():

@@ -153,6 +153,11 @@ def write_configs(out: Path) -> None:
         OmegaConf.save(cfg, out / "configs" / f"{name}.yaml")
 
 
+# Bumped whenever the generated data changes, so demos regenerate stale copies (see demo.py).
+GENERATOR_VERSION = "2"
+VERSION_FILE = "GENERATOR_VERSION"
+
+
 def generate(out: str | Path, per_class: int = 12, test_per_class: int = 1, motion_train: int = 96,
              motion_test: int = 16, seed: int = 0) -> Path:
     """Write the whole synthetic dataset under ``out``; returns the path."""
@@ -243,6 +248,7 @@ def generate(out: str | Path, per_class: int = 12, test_per_class: int = 1, moti
     (out / "bert_vocab").mkdir(parents=True, exist_ok=True)
     (out / "bert_vocab" / "vocab.txt").write_text("\n".join(vocab) + "\n")
     write_configs(out)
+    (out / VERSION_FILE).write_text(GENERATOR_VERSION + "\n")
     return out
 
 
