@@ -94,3 +94,19 @@ def test_ensemble_of_one_equals_the_model_and_eval_ensemble_runs(syn, tmp_path):
                              "--lang_metrics", "CIDEr", "--ann_file", str(syn["ann_file"]),
                              "--eval_results_dir", str(tmp_path / "res"), "--seq_length", "10"])
     assert rc == 0 and (tmp_path / "res" / "a_b_test.json").is_file()
+
+
+def test_ort_box_geometry_keeps_the_plus_one_on_width_and_height():
+    """Spec 9.18 (K): ORT adds 1 to relative box w/h before the log-ratios; pinned with hand values."""
+    from spatial_captioning.models.relation_transformer import box_relational_embedding
+
+    boxes = torch.tensor([[[0.0, 0.0, 0.5, 0.5], [0.5, 0.0, 1.0, 0.5]]])
+    geometry = box_relational_embedding(boxes, trignometric_embedding=False)
+    assert geometry.shape == (1, 2, 2, 4)
+    # w = h = 0.5 + 1 for both boxes; |cx_0 - cx_1| = 0.5 -> log(0.5 / 1.5); cy equal -> log(1e-3) clamp.
+    expected_dx = torch.log(torch.tensor(0.5 / 1.5))
+    assert torch.allclose(geometry[0, 0, 1, 0], expected_dx)
+    assert torch.allclose(geometry[0, 0, 1, 1], torch.log(torch.tensor(1e-3)))
+    assert torch.allclose(geometry[0, :, :, 2:], torch.zeros(2, 2, 2))
+    # without the +1 the x term would be log(0.5 / 0.5) = 0
+    assert abs(geometry[0, 0, 1, 0].item()) > 1.0
