@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,24 @@ def test_readme_style_cli_train_resume_and_eval(syn, tmp_path):
     assert {"Bleu_4", "CIDEr"} <= set(result["overall"]) and len(result["imgToEval"]) == 10
     assert result["beam_size"] == 2 and result["split"] == "test"
     assert len(list((vis / "png").glob("*.png"))) == 2
+
+    # spec 9.16 (K): the checkpoint's infos['vocab'] is authoritative at eval time, not the input json's.
+    infos = load_infos(ck / "infos_t.pkl")
+    infos["vocab"] = {k: v.upper() for k, v in infos["vocab"].items()}
+    with open(tmp_path / "infos_upper.pkl", "wb") as handle:
+        pickle.dump(infos, handle)
+    vis2 = tmp_path / "vis_upper"
+    out = subprocess.run([sys.executable, "eval.py", "--dump_images", "0", "--num_images", "4", "--model",
+                          str(ck / "model.pth"), "--infos_path", str(tmp_path / "infos_upper.pkl"),
+                          "--language_eval", "0", "--device", "cpu", "--vis_dir", str(vis2),
+                          "--eval_results_dir", str(tmp_path / "eval_upper"), "--dump_png", "0",
+                          "--input_box_dir", str(syn["input_box_dir"])],
+                         cwd=SC_DIR, env=ENV, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr[-2000:]
+    upper = json.loads((vis2 / "vis.json").read_text())
+    words = " ".join(p["caption"] for p in upper).split()
+    assert words and all(w == w.upper() for w in words)
+    assert [p["caption"].lower() for p in upper] == [p["caption"].lower() for p in preds[:4]]
 
 
 def test_eval_refuses_raw_image_mode():
