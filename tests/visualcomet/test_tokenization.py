@@ -1,4 +1,4 @@
-"""Tokenizer: transformers 2.4.1 special-token behaviour byte for byte (spec 4.1, pitfalls 1-2, section 10 assert 1)."""
+"""Tokenizer: transformers 2.4.1 special-token behaviour byte for byte (spec 4.1, pitfalls 1-2, section 10, first assert)."""
 from __future__ import annotations
 
 import json
