@@ -24,6 +24,7 @@ from common.distributed import (DistInfo, all_reduce_mean, barrier, init_distrib
 from common.errors import InputError
 from singularity.config import to_container
 from singularity.models.config_paths import cfg_get
+from singularity.optim import create_optimizer, create_scheduler
 
 logger = logging.getLogger("singularity")
 
@@ -320,6 +321,17 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, runtime: Runtime, c
         "global_step": global_step,
         "rng": capture_rng_state(),
     }, path)
+
+
+def prepare_training(model: torch.nn.Module, config, steps_per_epoch: int, checkpoint: dict,
+                     runtime: Runtime) -> tuple[torch.optim.Optimizer, object, int, int]:
+    """Optimizer and scheduler of a task, resumed when ``resume=True``; returns them with (start_epoch, global_step)."""
+    optimizer = create_optimizer(model, config)
+    scheduler = create_scheduler(optimizer, config, steps_per_epoch)
+    start_epoch, global_step = 0, 0
+    if cfg_get(config, "resume", False):
+        start_epoch, global_step = resume_state(checkpoint, optimizer, scheduler, runtime)
+    return optimizer, scheduler, start_epoch, global_step
 
 
 def resume_state(checkpoint: dict, optimizer, scheduler, runtime: Runtime) -> tuple[int, int]:

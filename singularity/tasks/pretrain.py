@@ -12,11 +12,10 @@ from common.distributed import barrier, is_main_process
 from common.errors import run_cli
 from singularity.config import setup_config
 from singularity.data.build import retrieval_eval_loaders, train_meta_loader
-from singularity.engine import (log_wandb, prepare_model, resume_state, save_checkpoint, setup_output_dir,
+from singularity.engine import (log_wandb, prepare_model, prepare_training, save_checkpoint, setup_output_dir,
                                 setup_runtime, setup_wandb, train_one_epoch, write_json)
 from singularity.models.config_paths import cfg_get
 from singularity.models.tokenizer import TextTokenizer
-from singularity.optim import create_optimizer, create_scheduler
 from singularity.tasks.retrieval import evaluate_all, retrieval_step
 
 logger = logging.getLogger("singularity")
@@ -33,11 +32,8 @@ def run_pretrain(config) -> dict:
     test_loaders = retrieval_eval_loaders(config, list(cfg_get(config, "test_file").keys()))
     model, wrapped, checkpoint = prepare_model("pretrain", config, runtime, tokenizer)
     setup_wandb(config, runtime, model)
-    optimizer = create_optimizer(wrapped, config)
-    scheduler = create_scheduler(optimizer, config, len(train_loader))
-    start_epoch, global_step = 0, 0
-    if cfg_get(config, "resume", False):
-        start_epoch, global_step = resume_state(checkpoint, optimizer, scheduler, runtime)
+    optimizer, scheduler, start_epoch, global_step = prepare_training(wrapped, config, len(train_loader),
+                                                                      checkpoint, runtime)
     step = retrieval_step(tokenizer, config)
     results = {}
     for epoch in range(start_epoch, int(cfg_get(config, "scheduler.epochs"))):

@@ -13,12 +13,11 @@ from common.distributed import barrier
 from common.errors import run_cli
 from singularity.config import setup_config
 from singularity.data.build import retrieval_eval_loaders, train_meta_loader
-from singularity.engine import (log_wandb, max_text_len, prepare_model, resume_state, save_checkpoint,
+from singularity.engine import (log_wandb, max_text_len, prepare_model, prepare_training, save_checkpoint,
                                 setup_output_dir, setup_runtime, setup_wandb, train_one_epoch, write_json)
 from singularity.evaluation import evaluation, itm_eval
 from singularity.models.config_paths import cfg_get
 from singularity.models.tokenizer import TextTokenizer
-from singularity.optim import create_optimizer, create_scheduler
 
 logger = logging.getLogger("singularity")
 
@@ -73,11 +72,8 @@ def run_retrieval(config) -> dict:
             write_json(output_dir / "eval_res.json", results)
         return results
     setup_wandb(config, runtime, model)
-    optimizer = create_optimizer(wrapped, config)
-    scheduler = create_scheduler(optimizer, config, len(train_loader))
-    start_epoch, global_step = 0, 0
-    if cfg_get(config, "resume", False):
-        start_epoch, global_step = resume_state(checkpoint, optimizer, scheduler, runtime)
+    optimizer, scheduler, start_epoch, global_step = prepare_training(wrapped, config, len(train_loader),
+                                                                      checkpoint, runtime)
     stop_key = cfg_get(config, "stop_key")
     best, results = -float("inf"), {}
     step = retrieval_step(tokenizer, config)

@@ -17,12 +17,11 @@ from common.distributed import all_gather_object, barrier, get_rank, is_main_pro
 from common.errors import InputError, run_cli
 from singularity.config import setup_config
 from singularity.data.build import qa_eval_loader, qa_train_loader
-from singularity.engine import (log_wandb, prepare_model, resume_state, save_checkpoint, setup_output_dir,
+from singularity.engine import (log_wandb, prepare_model, prepare_training, save_checkpoint, setup_output_dir,
                                 setup_runtime, setup_wandb, train_one_epoch, write_json)
 from singularity.evaluation import qa_exact_match, vqa_accuracy
 from singularity.models.config_paths import cfg_get
 from singularity.models.tokenizer import TextTokenizer
-from singularity.optim import create_optimizer, create_scheduler
 
 logger = logging.getLogger("singularity")
 
@@ -124,11 +123,8 @@ def run_vqa(config) -> dict:
             write_json(output_dir / "eval_res_best.json", results, indent=4)
         return results
     setup_wandb(config, runtime, model)
-    optimizer = create_optimizer(wrapped, config)
-    scheduler = create_scheduler(optimizer, config, len(train_loader))
-    start_epoch, global_step = 0, 0
-    if cfg_get(config, "resume", False):
-        start_epoch, global_step = resume_state(checkpoint, optimizer, scheduler, runtime)
+    optimizer, scheduler, start_epoch, global_step = prepare_training(wrapped, config, len(train_loader),
+                                                                      checkpoint, runtime)
     stop_key = cfg_get(config, "stop_key")
     best, results = -float("inf"), {}
     step = qa_step(tokenizer, config)
