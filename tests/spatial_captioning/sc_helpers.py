@@ -50,4 +50,5 @@ def train_and_score(syn: dict, ckpt, caption_model: str, iters: int, extra=None)
     kwargs = dict(vars(trainer.opt), verbose=0, verbose_beam=0, language_eval=1, lang_metrics=["CIDEr"])
     loss, preds, lang, _ = eval_split(trainer.model, trainer.crit, val, kwargs)
     acc = word_accuracy({p["image_id"]: p["caption"] for p in preds}, syn["dataset_json"])
-    return {"trainer": trainer, "first_loss": float(first_loss), "val_loss": loss, "cider": lang["CIDEr"], **acc}
+    return {"trainer": trainer, "first_loss": float(first_loss), "val_loss": loss, "cider": lang["CIDEr"],
+            "predictions": {p["image_id"]: p["caption"] for p in preds}, **acc}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -10,7 +11,9 @@ import torch
 from sc_helpers import train_and_score, train_argv
 from spatial_captioning.captions import reward_string
 from spatial_captioning.data import DataLoader, model_inputs
+from spatial_captioning.evaluation import language_eval
 from spatial_captioning.opts import parse_train_opt
+from spatial_captioning.synthetic import HORIZONTAL, VERTICAL, truth
 from spatial_captioning.training import Trainer
 
 
@@ -39,12 +42,56 @@ def test_ablation_without_grid_stays_at_chance_on_position(ablation):
 
 
 def test_cider_with_grid_beats_ablation(spatial, ablation):
-    # Spec 10.2 asks for > 2x, but with corpus-mode CIDEr-D on the 50 val images the ablation still gets the class and
-    # every template word right and only misses the two position words: over seeds 0-4 at 200 its spatial_pe scored
-    # 5.63-6.54 vs ablation 2.84-3.57 (ratio 1.71-1.98 per seed). 1.5x holds on every seed; the position-accuracy
-    # tests carry the main margin.
+    # Spec 10.2 asks for > 2x; on this data set no captioner can reach it against a chance-position ablation
+    # (see test_cider_2x_is_beyond_a_perfect_captioner). Measured over seeds 0-4 at 200 its: spatial_pe
+    # 5.63-6.54 vs ablation 2.84-3.57 (ratio 1.71-1.98). The normalised test below carries the spec's intent.
     assert spatial["cider"] > 1.0
     assert spatial["cider"] > 1.5 * ablation["cider"]
+
+
+def _position_oracles(predictions: dict[int, str], dataset_json, draws: int = 20) -> tuple[dict, list[dict]]:
+    """The same captions with the true position words, and with uniformly random ones (``draws`` times)."""
+    gt = truth(dataset_json)
+    rng = random.Random(0)
+
+    def swap(caption: str, v: str, h: str) -> str:
+        return " ".join(v if w in VERTICAL else h if w in HORIZONTAL else w for w in caption.split())
+
+    perfect = {i: swap(c, gt[i]["vertical"], gt[i]["horizontal"]) for i, c in predictions.items()}
+    chance = [{i: swap(c, rng.choice(VERTICAL), rng.choice(HORIZONTAL)) for i, c in predictions.items()}
+              for _ in range(draws)]
+    return perfect, chance
+
+
+def _cider(predictions: dict[int, str], ann_file) -> float:
+    return language_eval([{"image_id": i, "caption": c} for i, c in predictions.items()], ann_file,
+                         metrics=("CIDEr",), verbose=False)[0]["CIDEr"]
+
+
+def test_cider_2x_is_beyond_a_perfect_captioner(spatial, syn):
+    """Spec 10.2's "> 2x the ablation" cannot hold here: take spatial_pe's own captions, put the true position words
+    in (a perfect captioner) or random ones (an ablation at chance on position, right on everything else): the
+    perfect/chance CIDEr-D ratio stays below 2 because the class and template n-grams score for both."""
+    perfect, chance = _position_oracles(spatial["predictions"], syn["dataset_json"])
+    top = _cider(perfect, syn["ann_file"])
+    floor = float(np.mean([_cider(c, syn["ann_file"]) for c in chance]))
+    print({"perfect": top, "chance_position": floor, "ratio": top / floor})
+    assert 1.5 < top / floor < 2.0
+
+
+def test_grid_recovers_the_position_share_of_cider(spatial, ablation, syn):
+    """Spec 10.2's CIDEr claim in a form the data allows: the share of the position-attributable CIDEr-D gap
+    (chance-position captions -> perfect captions, built from each model's own captions) that the model recovers.
+    spatial_pe recovers most of it; the no-grid ablation stays near zero."""
+    shares = {}
+    for name, run in (("spatial_pe", spatial), ("ablation", ablation)):
+        perfect, chance = _position_oracles(run["predictions"], syn["dataset_json"])
+        top = _cider(perfect, syn["ann_file"])
+        floor = float(np.mean([_cider(c, syn["ann_file"]) for c in chance]))
+        shares[name] = (run["cider"] - floor) / (top - floor)
+    print(shares)
+    assert shares["spatial_pe"] >= 0.8
+    assert shares["ablation"] <= 0.3
 
 
 def test_beam_search_improves_logprob_and_beam1_equals_greedy(spatial):
