@@ -26,7 +26,8 @@ SC_NEED_DATA = $(if $(SC_GIVEN),,$(SC_SYNTHETIC)/cocotalk.json)
 .PHONY: spatial_captioning-demo spatial_captioning-synthetic spatial_captioning-prepro_labels \
 	spatial_captioning-prepro_ngrams spatial_captioning-prepro_areas spatial_captioning-prepro_bbox \
 	spatial_captioning-make_bu_data spatial_captioning-prepro_feats spatial_captioning-train \
-	spatial_captioning-train_scst spatial_captioning-eval spatial_captioning-check-keys
+	spatial_captioning-train_scst spatial_captioning-eval spatial_captioning-create_report \
+	spatial_captioning-check-keys
 
 spatial_captioning-demo: install ## Spatial captioning: synthetic data -> XE + SCST + eval; runs/demo/spatial_captioning/
 	$(PY) -m spatial_captioning.demo --out runs/demo/spatial_captioning --overwrite --data_dir $(SC_DATA_DIR)
@@ -83,6 +84,11 @@ spatial_captioning-eval: install $(SC_NEED_DATA) ## Spatial captioning: eval.py 
 		--image_root $(if $(IMAGE_ROOT),$(abspath $(IMAGE_ROOT)),$(SC_DATA_DIR)/images) --language_eval 1 \
 		--vis_dir $(SC_RUNS)/vis --eval_results_dir $(SC_RUNS)/eval_results --dump_png 8 \
 		--input_box_dir $(SC_DATA_DIR)/cocobu_box --ann_file $(SC_DATA_DIR)/annotations/captions_val2014.json $(ARGS)
+
+spatial_captioning-create_report: install ## Spatial captioning: create_report.py on PICKLES="a.pkl b.pkl" NAMES="a b" -> runs/spatial_captioning/report-<time>
+	@test -n "$(PICKLES)" && test -n "$(NAMES)" || { echo "set PICKLES=\"<eval_results/*_report_data.pkl ...>\" NAMES=\"<one name each>\""; exit 2; }
+	cd spatial_captioning && $(abspath $(PY)) create_report.py --pickles $(abspath $(PICKLES)) --run_names $(NAMES) \
+		--out_dir $(SC_RUNS)/report --add_time $(ARGS)
 
 spatial_captioning-check-keys: install ## Spatial captioning: convert.py --check-keys on the released-layout key file
 	$(PY) -m spatial_captioning.convert --check-keys tests/fixtures/spatial_captioning_state_dict_keys.txt

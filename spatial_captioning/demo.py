@@ -143,6 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for png in sorted((out / "vis" / "spatial_pe_rl" / "png").glob("*.png")):
         shutil.copy(png, out / f"example_{png.name}")
     bar_chart(out / "word_accuracy.png", scores)
+    from spatial_captioning.report import load_report_pickle, write_report
+
+    runs = [load_report_pickle(out / "eval_results" / f"{label}_test_report_data.pkl", name)
+            for label, name in (("spatial_pe", "spatial_pe_XE"), ("spatial_pe_rl", "spatial_pe_SCST"),
+                                ("transformer", "no-grid_ablation"))]
+    write_report(runs, out / "html_report")  # create_report.py's HTML: per-image scores, paired t-tests
     sp, rl, ab = scores["spatial_pe XE"], scores["spatial_pe SCST"], scores["no-grid ablation"]
     results = [
         {"name": "class_word_accuracy", "value": sp["class_acc"], "baseline": 1 / 8, "baseline_kind": "chance"},
@@ -167,7 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         lines.append(f"| {name} | {s['class_acc']:.2f} | {s['vertical_acc']:.2f} | {s['horizontal_acc']:.2f} | "
                      f"{s['CIDEr']:.3f} | {s['Bleu_4']:.3f} |")
     lines += ["", f"Chance: class 1/8, each position word 1/3. Mean SCST reward at the end: {reward:.3f}.", "",
-              "![word accuracy](word_accuracy.png)", "", "Examples (SCST model; boxes = regions, lines = grid):", ""]
+              "![word accuracy](word_accuracy.png)", "",
+              "Per-image scores, histograms and paired t-tests between the three runs: `html_report/index.html` "
+              "(what `create_report.py` writes).", "", "Examples (SCST model; boxes = regions, lines = grid):", ""]
     lines += [f"![{png.name}]({png.name})" for png in sorted(out.glob("example_*.png"))]
     lines += ["", "Captions (first 8 test images):", ""]
     for pred_sp, pred_ab in list(zip(sp["predictions"], ab["predictions"]))[:8]:

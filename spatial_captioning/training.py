@@ -92,8 +92,12 @@ class Trainer:
             restore_rng_state(self.infos["rng_state"])
         self.log_path = Path(opt.checkpoint_path) / f"train_log_{opt.id}.jsonl" if opt.id else \
             Path(opt.checkpoint_path) / "train_log.jsonl"
+        self.tb = None
         if self.main:
             Path(opt.checkpoint_path).mkdir(parents=True, exist_ok=True)
+            from tensorboardX import SummaryWriter  # the original's optional tensorboardX, now a requirement
+
+            self.tb = SummaryWriter(opt.checkpoint_path)  # events.out.tfevents.* next to the checkpoints (spec 2.7)
 
     # --- setup helpers --------------------------------------------------------------------------------------
     def _load_infos(self) -> None:
@@ -167,6 +171,13 @@ class Trainer:
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
+    def add_scalars(self, values: dict[str, float]) -> None:
+        """TensorBoard scalars at the current iteration under the original's tag names (rank 0)."""
+        if self.tb is not None:
+            for tag, value in values.items():
+                self.tb.add_scalar(tag, float(value), self.iteration)
+            self.tb.flush()
+
     # --- steps ----------------------------------------------------------------------------------------------
     def average_gradients(self) -> None:
         """Mean of the gradients over ranks (works for XE and SCST alike)."""
@@ -221,6 +232,7 @@ class Trainer:
         if self.main:
             print(f"validation loss: {val_loss:.4f} " + " ".join(f"{k}: {v:.4f}" for k, v in lang_stats.items()))
         self.log({"iter": self.iteration, "epoch": self.epoch, "val_loss": val_loss, **lang_stats})
+        self.add_scalars({"validation loss": val_loss, **lang_stats})
         if self.best_val_score is None or score > self.best_val_score:
             self.best_val_score = score
             self.save(best=True)
@@ -273,6 +285,11 @@ class Trainer:
                     self.ss_prob_history[self.iteration] = getattr(self.model, "ss_prob", 0.0)
                     self.log({"iter": self.iteration, "epoch": epoch, "lr": self.current_lr(),
                               "scst": bool(sc_flag), **last})
+                    scalars = {"train_loss": loss_value, "learning_rate": self.current_lr(),
+                               "scheduled_sampling_prob": getattr(self.model, "ss_prob", 0.0)}
+                    if sc_flag:
+                        scalars["avg_reward"] = stats["avg_reward"]
+                    self.add_scalars(scalars)
                 if self.iteration % opt.perform_validation_every == 0:
                     self.validate()
                 if self.iteration % opt.save_checkpoint_every == 0:
@@ -286,6 +303,8 @@ class Trainer:
             self.epoch = opt.max_epochs
         if self.iteration % opt.save_checkpoint_every != 0:
             self.save()
+        if self.tb is not None:
+            self.tb.close()
         return last
 
 

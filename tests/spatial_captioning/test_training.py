@@ -116,7 +116,8 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(syn, tmp_path):
 def test_readme_style_cli_train_resume_and_eval(syn, tmp_path):
     ck = tmp_path / "checkpoints" / "run"
     args = train_argv(syn, ck, max_iters=3, extra=["--perform_validation_every", "3", "--language_eval", "1",
-                                                    "--lang_metrics", "CIDEr", "--val_images_use", "8"])
+                                                    "--lang_metrics", "CIDEr", "--val_images_use", "8",
+                                                    "--losses_log_every", "1"])
     out = subprocess.run([sys.executable, "train.py", *args], cwd=SC_DIR, env=ENV, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Iter 3 (epoch 0), loss = " in out.stdout and "Best model saved to" in out.stdout
@@ -130,6 +131,12 @@ def test_readme_style_cli_train_resume_and_eval(syn, tmp_path):
     assert best["iter"] == 3  # fresh best infos, not a stale copy (spec 9.6)
     hist = load_infos(ck / "histories_t.pkl")
     assert 3 in hist["val_result_history"] and "CIDEr" in hist["val_result_history"][3]["lang_stats"]
+    scalars = read_tensorboard_scalars(ck)  # spec 2.7: TensorBoard scalars in --checkpoint_path
+    # the original tags "validation loss"; tensorboardX stores it as "validation_loss" (there and here)
+    assert {"validation_loss", "CIDEr"} <= set(scalars) and scalars["CIDEr"][0][0] == 3
+    assert [step for step, _ in scalars["train_loss"]] == [1, 2, 3]
+    assert {"learning_rate", "scheduled_sampling_prob"} <= set(scalars)
+    assert scalars["CIDEr"][0][1] == pytest.approx(hist["val_result_history"][3]["lang_stats"]["CIDEr"], rel=1e-6)
 
     args2 = train_argv(syn, ck, max_iters=5, extra=["--start_from", str(ck)])
     out = subprocess.run([sys.executable, "-m", "spatial_captioning.train", *args2], env=ENV, capture_output=True,
@@ -154,6 +161,20 @@ def test_readme_style_cli_train_resume_and_eval(syn, tmp_path):
     assert result["beam_size"] == 2 and result["split"] == "test"
     assert len(list((vis / "png").glob("*.png"))) == 2
 
+    # create_report.py (spec 2.8b) on the report pickle eval.py wrote, as two runs -> HTML with paired t-tests
+    pkl = res / "t_test_report_data.pkl"
+    report = tmp_path / "report"
+    out = subprocess.run([sys.executable, "create_report.py", "--pickles", str(pkl), str(pkl), "--run_names", "a", "b",
+                          "--out_dir", str(report)], cwd=SC_DIR, env=ENV, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    index = (report / "index.html").read_text()
+    assert "a vs b (paired t-test)" in index and f"{result['overall']['CIDEr']:.4f}" in index
+    assert (report / "a" / "plots" / "CIDEr.jpg").stat().st_size > 0 and (report / "b" / "Bleu_4.html").is_file()
+    assert len(list((report / "image_reports").glob("*.html"))) == 10 and len(list((report / "images").iterdir())) == 10
+    again = subprocess.run([sys.executable, "create_report.py", "--pickles", str(pkl), "--run_names", "a",
+                            "--out_dir", str(report)], cwd=SC_DIR, env=ENV, capture_output=True, text=True)
+    assert again.returncode == 2 and "already exists" in again.stderr and (report / "index.html").read_text() == index
+
     # spec 9.16 (K): the checkpoint's infos['vocab'] is authoritative at eval time, not the input json's.
     infos = load_infos(ck / "infos_t.pkl")
     infos["vocab"] = {k: v.upper() for k, v in infos["vocab"].items()}
@@ -171,6 +192,80 @@ def test_readme_style_cli_train_resume_and_eval(syn, tmp_path):
     words = " ".join(p["caption"] for p in upper).split()
     assert words and all(w == w.upper() for w in words)
     assert [p["caption"].lower() for p in upper] == [p["caption"].lower() for p in preds[:4]]
+
+
+def read_tensorboard_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
+    """Tag -> [(step, value)] from the tfevents files (TFRecord framing around Event protos)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def test_create_report_reads_an_ort_report_pickle(tmp_path):
+    """ORT pickles `misc.report.ReportData(coco_eval, ...)`; the report reads it without ORT's code, SPICE included."""
+    import types
+
+    from spatial_captioning.report import load_report_pickle, paired_tests, write_report
+
+    misc, report_mod = types.ModuleType("misc"), types.ModuleType("misc.report")
+    coco_mod = types.ModuleType("pycocoevalcap.eval")
+
+    class ReportData:
+        def __init__(self, coco_eval, predictions, image_root, model_id, split):
+            self.coco_eval, self.predictions, self.image_root = coco_eval, predictions, image_root
+            self.model_id, self.split = model_id, split
+
+    class COCOEvalCap:
+        pass
+
+    ReportData.__module__, COCOEvalCap.__module__ = "misc.report", "pycocoevalcap.eval"
+    ReportData.__qualname__, COCOEvalCap.__qualname__ = "ReportData", "COCOEvalCap"
+    report_mod.ReportData, coco_mod.COCOEvalCap = ReportData, COCOEvalCap
+    saved = {k: sys.modules.get(k) for k in ("misc", "misc.report", "pycocoevalcap.eval")}
+    sys.modules.update({"misc": misc, "misc.report": report_mod, "pycocoevalcap.eval": coco_mod})
+    try:
+        ev = COCOEvalCap()
+        ev.eval = {"CIDEr": 1.2, "Bleu_4": 0.3, "SPICE": 0.2}
+        spice = {"All": {"f": 0.25, "pr": 0.3, "re": 0.2}, "Object": {"f": 0.5, "pr": 0.5, "re": 0.5}}
+        ev.imgToEval = {7: {"image_id": 7, "CIDEr": 1.0, "Bleu_4": 0.2, "SPICE": spice, "caption": "a cat"},
+                        9: {"image_id": 9, "CIDEr": 1.4, "Bleu_4": 0.4, "SPICE": spice, "caption": "a dog"}}
+        blob = pickle.dumps(ReportData(ev, [{"image_id": 7, "caption": "a cat", "file_path": "x/7.jpg"}], "", "m", "test"))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    (tmp_path / "ort.pkl").write_bytes(blob)
+    run = load_report_pickle(tmp_path / "ort.pkl", "ort")
+    assert run.overall["CIDEr"] == 1.2 and run.per_image[9]["SPICE.All.f"] == 0.25
+    assert run.per_image[7]["SPICE.Object.re"] == 0.5 and run.captions == {7: "a cat", 9: "a dog"}
+    other = load_report_pickle(tmp_path / "ort.pkl", "other")
+    other.per_image = {i: {k: v + 0.1 * i for k, v in s.items()} for i, s in other.per_image.items()}
+    t, p, n = paired_tests(run, other, ["CIDEr"])["CIDEr"]
+    assert n == 2 and t < 0
+    index = write_report([run, other], tmp_path / "r").read_text()
+    assert "SPICE.All.f" in index and "ort vs other" in index
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(InputError, match="refusing to load"):
+        load_report_pickle(tmp_path / "evil.pkl", "x")
 
 
 def test_eval_refuses_raw_image_mode():
