@@ -112,8 +112,9 @@ def _report(out: Path, metrics: dict, ret: dict, png: Path) -> None:
               "change). Both models start from the 1-frame retrieval checkpoint; the 1-frame model (trained on one",
               "frame, evaluated on 4 with the mean of per-frame similarities) cannot see the order of frames, the",
               "temporal model (temporal embeddings + 1-layer temporal encoder, `update_pooler_embed=True`, 4 frames)",
-              "can. Left/right motion (spec 10.2's suggestion) is not used: BEiT has no absolute position",
-              "embedding, so position is invisible to its pooled features (spec 4.1).", ""]
+              "can. Squares moving left/right (spec 10.2's suggestion) are not used: without absolute position",
+              "embeddings a frame's features carry no position, and with them enabled in the tiny BEiT the temporal",
+              "model still stayed at chance on direction (singularity/README.md, 'Synthetic demo').", ""]
     (out / "report.md").write_text("\n".join(lines))
 
 

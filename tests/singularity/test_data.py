@@ -47,7 +47,7 @@ def test_mc_and_qa_formats(syn_dir):
     batch = qa_collate([qa[0], qa[1]])
     assert batch[2] == ["red [SEP]", "square [SEP]"] and batch[3].tolist() == [1.0, 1.0] and batch[4] == [1, 1]
     qv = QADataset([[str(d / "syn_qa_val.json"), m, "video"]], EvalTransform(32), train=False)
-    assert qv[0][2] == "test_red_square_00.mp4_color" and qv.num_tries == 1 and qa.num_tries == 3
+    assert qv[0][2] == "qaval_red_square_00.mp4_color" and qv.num_tries == 1 and qa.num_tries == 3
 
 
 @pytest.mark.parametrize("records, field, record", [

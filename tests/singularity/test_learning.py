@@ -17,8 +17,9 @@ def trained_retrieval(syn_dir, tiny_config, tmp_path_factory):
 def test_retrieval_learns(trained_retrieval):
     out, results = trained_retrieval
     chance = 100 / 16
-    assert results["syn_test_emb/"]["img_r1"] >= 60, results  # ITC text-to-video R@1 vs 6.25 chance (75-81 measured)
-    assert results["syn_test/"]["img_r1"] >= 4 * chance, results  # ITM re-ranked (ITM learns late, spec 10.1; 50-69)
+    # ITC text-to-video R@1 vs 6.25 chance: 81.25 here, 62.5-81.25 over data/training seeds 0-4
+    assert results["syn_test_emb/"]["img_r1"] >= 60, results
+    assert results["syn_test/"]["img_r1"] >= 4 * chance, results  # ITM re-ranked (ITM learns late, spec 10.1; 62.5-94)
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     first = lines[0]["video-loss_ita"]
     last = lines[-1]["epoch_avg"]["video-loss_ita"]
@@ -59,13 +60,12 @@ def test_qa_learns(trained_retrieval, syn_dir, tiny_config, tmp_path):
     # the retrieval checkpoint has no MLM head, so the decoder's prediction head starts fresh (allow_partial)
     results = run_vqa(tiny_config(syn_dir, "qa_syn", f"output_dir={out}", "eval_after_training=False",
                                   f"pretrained_path={ret / 'ckpt_best.pth'}", "allow_partial=True"))
-    # chance 12.5 (8 answers), majority 25; spec 10.3 asks >= 80, reached with every seed tried (81.25 here,
-    # 84.4 / 87.5 / 87.5 with 3 other data/training seeds; colour questions all right, shape questions 62-75), but
-    # 81.25 is one question above 80, so the assertion keeps a margin of two questions
-    assert results["val"]["overall"] >= 75, results
+    # chance 12.5 (8 answers), majority 25; spec 10.3 asks >= 80 on the 128 val questions (64 clips x colour and
+    # shape): 89.84 here, 96.09 / 85.16 / 93.75 / 89.06 with data/training seeds 1-4 (colour questions all right)
+    assert results["val"]["overall"] >= 80, results
     preds = json.loads((out / "val_latest.json").read_text())
-    assert len(preds) == 32 and set(preds[0]) == {"question_id", "answer"}
-    assert json.loads((out / "eval_res_best.json").read_text())["val"]["overall"] >= 75
+    assert len(preds) == 128 and set(preds[0]) == {"question_id", "answer"}
+    assert json.loads((out / "eval_res_best.json").read_text())["val"]["overall"] >= 80
     assert (out / "val_best.json").is_file() and (out / "dist_res" / "val_latest_rank0.json").is_file()
 
 
