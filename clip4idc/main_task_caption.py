@@ -14,8 +14,14 @@ TASK = "caption"
 def main(argv=None) -> int:
     """Parse the original flags and run the stage."""
     args = check_args(build_parser(TASK).parse_args(argv), TASK)
+    import torch
+
     from clip4idc.train import run  # after parsing, so --help stays instant
 
+    if not torch.cuda.is_available():
+        from clip4idc.sysmem import keep_freed_memory
+
+        keep_freed_memory()  # CPU runs: vocabulary-sized logits would otherwise page-fault on every step
     run(args, TASK)
     return 0
 

@@ -1,9 +1,14 @@
 """Small learnable datasets in the real on-disk formats (spec 3.6 / 10).
 
 CLEVR-Change style: grey background, one coloured block in one of four quadrants; the "after" image
-recolours it, makes it "metal" (white centre), adds a second block, removes it or moves it (the five
-CLEVR-Change change types); the distractor is the before image shifted by one pixel and slightly
-brightened, captioned as "no change". Splits are stratified by change type (balanced val/test).
+recolours it, makes it "metal" (a white rim appears around the unchanged block), adds a second block,
+removes it or moves it (the five CLEVR-Change change types); the distractor is the before image shifted
+by one pixel and slightly brightened, captioned as "no change". Splits are stratified by change type
+(balanced val/test). Every change caption starts "the {colour} block", so the change type is named at
+the same word position for all five types (with "a {colour} block was added" the tiny demo model never
+produced "add"), and each type changes different pixels: colour (the block's own pixels), material
+(only pixels around the block; a white centre inside it was often read as "moved"), add (a second block),
+drop (block gone), move (block gone here, present elsewhere).
 Spot-the-Diff and Image Editing Request sets reuse the renderer.
 
     python -m clip4idc.synthetic --out DIR [--size 28] [--train 600 --val 60 --test 120] [--seed 0]
@@ -29,7 +34,7 @@ NO_CHANGE = ["nothing changed", "no change was made", "the scene is the same", "
 TEMPLATES = {
     "color": "the {c} block changed to {c2}",
     "material": "the {c} block became metal",
-    "add": "a {c2} block was added",
+    "add": "the {c2} block was added",
     "drop": "the {c} block disappeared",
     "move": "the {c} block moved",
 }
@@ -58,10 +63,9 @@ def _draw(img: np.ndarray, quadrant: int, color: str, metal: bool = False) -> No
     half = size // 2
     y0 = (quadrant // 2) * half + (half - block) // 2
     x0 = (quadrant % 2) * half + (half - block) // 2
+    if metal:  # a one-pixel white rim around the (unchanged) block
+        img[max(y0 - 1, 0) : y0 + block + 1, max(x0 - 1, 0) : x0 + block + 1] = 255
     img[y0 : y0 + block, x0 : x0 + block] = COLORS[color]
-    if metal:
-        c = block // 3
-        img[y0 + c : y0 + block - c, x0 + c : x0 + block - c] = 255
 
 
 def make_scene(rng: random.Random, size: int, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
@@ -157,7 +161,7 @@ def write_ier(out: Path, n_pairs: int, size: int, seed: int) -> Path:
         bef, aft, _, cap = make_scene(rng, size, kind)
         _save(bef, out / "images" / f"{i}_0.png")
         _save(aft, out / "images" / f"{i}_1.png")
-        request = cap.replace("the ", "make the ", 1) if kind != "add" else "add " + cap.split(" block")[0] + " block"
+        request = cap.replace("the ", "make the ", 1) if kind != "add" else f"add a {cap.split()[1]} block"
         recs.append({"img0": f"{i}_0.png", "img1": f"{i}_1.png", "sents": [request], "uid": i})
     n_test = max(n_pairs // 5, 2)
     parts = {"train": recs[: n_pairs - 2 * n_test], "valid": recs[n_pairs - 2 * n_test : n_pairs - n_test],
@@ -170,7 +174,7 @@ def write_ier(out: Path, n_pairs: int, size: int, seed: int) -> Path:
 
 
 # Bumped whenever the generated data changes, so the demo regenerates stale copies (see demo.py).
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 VERSION_FILE = "GENERATOR_VERSION"
 
 

@@ -1,13 +1,16 @@
 # CLIP4IDC (clip4idc/): image-pair CLIP adaptation + difference captioning.
 # DATA_DIR (optional) holds clevr/ (a CLEVR-Change root) and gt/; without it a synthetic set is
 # generated once under runs/synthetic/clip4idc. C4I_MODEL_FLAGS picks the model size (tiny by default;
-# set it to "" for the real ViT-B/32 configuration).
+# set it to "" for the real ViT-B/32 configuration); C4I_CAPTION_FLAGS is added to the caption stage
+# (CLIP at 1/100 of the decoder LR and batch 8 for the tiny model, as in the demo; the original
+# scripts use --coef_lr 1e-3).
 
 C4I_SYNTH := runs/synthetic/clip4idc
 C4I_DATA = $(or $(DATA_DIR),$(C4I_SYNTH))
 C4I_RUN ?= runs/clip4idc
-C4I_EPOCHS_RET ?= 4
-C4I_EPOCHS_CAP ?= 8
+C4I_EPOCHS_RET ?= 7
+C4I_EPOCHS_CAP ?= 4
+C4I_CAPTION_FLAGS ?= --coef_lr 0.01 --batch_size 8
 C4I_MODEL_FLAGS ?= --pretrained_clip_name tiny --decoder_model decoder-tiny --intra_num_hidden_layers 2 \
 	--max_words 10 --freeze_layer_num -1 --coef_lr 1 --lr 1e-3 --batch_size 16 --batch_size_val 128 \
 	--num_thread_reader 0 --n_display 50
@@ -21,6 +24,9 @@ clip4idc-demo: install ## CLIP4IDC: both stages on synthetic CLEVR-Change -> run
 	$(PY) -m clip4idc.demo --data_dir $(C4I_SYNTH) --out runs/demo/clip4idc
 
 clip4idc-data: install ## CLIP4IDC: generate the synthetic CLEVR-Change/Spot/IER set (only when DATA_DIR is not given)
+	@if [ -z "$(DATA_DIR)" ] && [ -f $(C4I_SYNTH)/clevr/splits.json ] && [ "$$(cat $(C4I_SYNTH)/GENERATOR_VERSION \
+		2>/dev/null)" != "$$($(PY) -c 'from clip4idc.synthetic import GENERATOR_VERSION as v; print(v)')" ]; then \
+		echo "$(C4I_SYNTH) was written by an older synthetic generator; regenerating it"; rm -rf $(C4I_SYNTH); fi
 	@if [ -z "$(DATA_DIR)" ] && [ ! -f $(C4I_SYNTH)/clevr/splits.json ]; then \
 		$(PY) -m clip4idc.synthetic --out $(C4I_SYNTH); fi
 
@@ -31,7 +37,7 @@ clip4idc-retrieval: clip4idc-data ## CLIP4IDC: stage 1 (main_task_retrieval.py) 
 clip4idc-caption: clip4idc-data ## CLIP4IDC: stage 2 (main_task_caption.py) from the stage-1 weights -> $(C4I_RUN)/caption
 	$(PY) -m clip4idc.main_task_caption --do_train --datatype clevr --data_path $(C4I_DATA)/clevr \
 		--gt_dir $(C4I_DATA)/gt --output_dir $(C4I_RUN)/caption --epochs $(C4I_EPOCHS_CAP) \
-		--init_model $(C4I_RET_CKPT) $(C4I_MODEL_FLAGS)
+		--init_model $(C4I_RET_CKPT) $(C4I_MODEL_FLAGS) $(C4I_CAPTION_FLAGS)
 
 clip4idc-eval: clip4idc-data ## CLIP4IDC: caption eval (--do_eval) of the stage-2 weights, per change type -> $(C4I_RUN)/eval
 	$(PY) -m clip4idc.main_task_caption --do_eval --datatype clevr --data_path $(C4I_DATA)/clevr \

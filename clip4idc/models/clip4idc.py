@@ -81,10 +81,20 @@ class CLIP4IDC(nn.Module):
         """Training loss of the stage; CLEVR captioning adds the distractor-pair loss (weights 1 and 1)."""
         if self.stage == "retrieval":
             return self.retrieval_loss(text_ids, bef, aft)
-        loss = self.caption_loss(bef, aft, in_ids, dec_mask, out_ids)
-        if no_aft is not None:
-            loss = loss + self.caption_loss(bef, no_aft, no_in_ids, no_dec_mask, no_out_ids)
-        return loss
+        if no_aft is None:
+            return self.caption_loss(bef, aft, in_ids, dec_mask, out_ids)
+        if in_ids.shape != no_in_ids.shape:  # different caption lengths: two passes
+            return (self.caption_loss(bef, aft, in_ids, dec_mask, out_ids)
+                    + self.caption_loss(bef, no_aft, no_in_ids, no_dec_mask, no_out_ids))
+        # One pass over the change and distractor pairs stacked along the batch (fewer, larger kernels);
+        # the loss is still mean CE of the change captions + mean CE of the no-change captions.
+        _, hidden = self.encode_pair(torch.cat([bef, bef]), torch.cat([aft, no_aft]))
+        out = torch.cat([out_ids, no_out_ids])
+        keep = out != 0
+        logits = self.decoder(torch.cat([in_ids, no_in_ids]), self.decoder_memory(hidden), self.word_weight,
+                              self.position_weight, torch.cat([dec_mask, no_dec_mask]), positions=keep)
+        targets, n_change = out[keep], int(keep[: in_ids.shape[0]].sum())
+        return caption_loss(logits[:n_change], targets[:n_change]) + caption_loss(logits[n_change:], targets[n_change:])
 
 
 def init_bert_weights(module: nn.Module, std: float = 0.02) -> None:

@@ -83,6 +83,26 @@ def test_stage_two_skips_text_tower(tiny_caption_model):
     assert torch.isfinite(loss) and calls == []
 
 
+def test_stacked_distractor_pass_equals_two_passes(tiny_caption_model):
+    """CLEVR captioning runs the change and distractor pairs as one stacked batch; the loss must still be
+    mean CE(change captions) + mean CE(no-change captions), each averaged over its own tokens."""
+    m = tiny_caption_model
+    torch.manual_seed(1)
+    bef, aft, nsc = torch.randn(3, 3, 28, 28), torch.randn(3, 3, 28, 28), torch.randn(3, 3, 28, 28)
+    out = torch.tensor([[518, 736, 4044, 49407], [518, 49407, 0, 0], [736, 518, 518, 49407]])
+    no_out = torch.tensor([[1146, 49407, 0, 0], [1146, 3955, 49407, 0], [1146, 49407, 0, 0]])
+    in_ids = torch.cat([torch.full((3, 1), 49406), out[:, :-1]], dim=1)
+    no_in = torch.cat([torch.full((3, 1), 49406), no_out[:, :-1]], dim=1)
+    stacked = m(bef, aft, in_ids=in_ids, dec_mask=(in_ids != 0).long(), out_ids=out, no_aft=nsc, no_in_ids=no_in,
+                no_dec_mask=(no_in != 0).long(), no_out_ids=no_out)
+    two = (m.caption_loss(bef, aft, in_ids, (in_ids != 0).long(), out)
+           + m.caption_loss(bef, nsc, no_in, (no_in != 0).long(), no_out))
+    torch.testing.assert_close(stacked, two, rtol=1e-5, atol=1e-5)
+    pooled = m.caption_loss(torch.cat([bef, bef]), torch.cat([aft, nsc]), torch.cat([in_ids, no_in]),
+                            torch.cat([(in_ids != 0).long(), (no_in != 0).long()]), torch.cat([out, no_out]))
+    assert not torch.allclose(stacked, 2 * pooled)  # not one mean over the pooled tokens (unequal counts)
+
+
 def test_caption_model_requires_matching_sizes():
     import pytest
 

@@ -63,6 +63,16 @@ def test_help_of_both_scripts_and_module_form(repo_root):
     assert proc.returncode == 0 and "--beam_size" in proc.stdout and "--gt_dir" in proc.stdout
 
 
+def test_keep_freed_memory_applies_on_glibc(repo_root):
+    import platform
+
+    code = "from clip4idc.sysmem import keep_freed_memory; print(keep_freed_memory())"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert proc.stdout.strip() == str(glibc)
+
+
 def _save_tiny_checkpoint(model, out_dir, max_words=10):
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(new_to_original(model.state_dict()), out_dir / "pytorch_model.bin.0")
