@@ -75,8 +75,10 @@ def test_cider_2x_is_beyond_a_perfect_captioner(spatial, syn):
     perfect, chance = _position_oracles(spatial["predictions"], syn["dataset_json"])
     top = _cider(perfect, syn["ann_file"])
     floor = float(np.mean([_cider(c, syn["ann_file"]) for c in chance]))
-    print({"perfect": top, "chance_position": floor, "ratio": top / floor})
-    assert 1.5 < top / floor < 2.0
+    ratio = top / floor
+    print({"perfect": top, "chance_position": floor, "ratio": ratio})
+    assert ratio < 2.0  # the spec's bar is out of reach even for a perfect captioner
+    assert ratio > 1.5  # and the position words do carry a real share of CIDEr-D
 
 
 def test_grid_recovers_the_position_share_of_cider(spatial, ablation, syn):
