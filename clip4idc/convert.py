@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from common.checkpoint import KeyReport, extract_state_dict, load_checkpoint_file, load_state_dict_strict
 from common.errors import InputError, run_cli
 
 DEFAULT_KEY_FILE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "clip4idc_state_dict_keys.txt"
@@ -169,35 +170,20 @@ def new_to_original(state_dict: dict) -> "OrderedDict[str, torch.Tensor]":
 
 # --- reading files ------------------------------------------------------------------------------
 def read_state_dict(path: str | Path, trust: bool = False) -> "OrderedDict[str, torch.Tensor]":
-    """Tensors of a checkpoint file: .safetensors, a torch.save'd state dict (weights_only unless
-    `trust`), a resume file ({'model': ...}) or an OpenAI TorchScript archive (ViT-B-32.pt)."""
+    """Tensors of a checkpoint file: an OpenAI TorchScript archive (ViT-B-32.pt), or whatever
+    `common.checkpoint.load_checkpoint_file` reads (.safetensors; torch.save'd state dicts and resume files
+    ({'model': ...}) with weights_only unless `trust`)."""
     import zipfile
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "checkpoint file not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return OrderedDict(load_file(str(path)))
-    if zipfile.is_zipfile(path):
+    if path.is_file() and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             if any("/code/" in n or n.startswith("code/") for n in zf.namelist()):
                 return OrderedDict(torch.jit.load(str(path), map_location="cpu").state_dict())
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust)
-    except Exception as err:  # torch raises UnpicklingError/RuntimeError subclasses for unsafe globals
-        if trust:
-            raise
-        raise InputError(path, f"cannot be read with weights_only=True ({type(err).__name__}); "
-                               "pass --trust_checkpoint if you trust this file") from err
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]
-    elif isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise InputError(path, "not a state dict of tensors")
-    return OrderedDict(obj)
+        return OrderedDict(extract_state_dict(load_checkpoint_file(path, trust=trust), keys=("model", "state_dict")))
+    except ValueError as err:
+        raise InputError(path, f"not a state dict of tensors ({err})") from None
 
 
 def is_original_layout(state_dict: dict) -> bool:
@@ -211,43 +197,13 @@ def to_model_layout(state_dict: dict) -> "OrderedDict[str, torch.Tensor]":
     return original_to_new(state_dict) if is_original_layout(state_dict) else OrderedDict(state_dict)
 
 
-class KeyReport:
-    """Result of comparing a state dict with a model: missing / unexpected / mismatched names."""
-
-    def __init__(self, model: torch.nn.Module, state_dict: dict):
-        expected = model.state_dict()
-        self.total = len(expected)
-        self.missing = [k for k in expected if k not in state_dict]
-        self.unexpected = [k for k in state_dict if k not in expected]
-        self.mismatched = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-                           for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
-        self.loaded = self.total - len(self.missing) - len(self.mismatched)
-
-    @property
-    def ok(self) -> bool:
-        """No missing, unexpected or shape-mismatched key."""
-        return not (self.missing or self.unexpected or self.mismatched)
-
-    def describe(self) -> str:
-        """Multi-line summary of the problems."""
-        parts = []
-        for title, items in (("missing", self.missing), ("unexpected", self.unexpected), ("mismatched", self.mismatched)):
-            if items:
-                parts.append(f"{title} ({len(items)}): " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
-        return "; ".join(parts)
-
-
 def load_into(model: torch.nn.Module, state_dict: dict, strict: bool = True, source: str = "state dict") -> KeyReport:
-    """Convert (if needed) and load `state_dict` into `model`, casting dtypes; strict raises on any key problem."""
+    """Convert (if needed) and load `state_dict` into `model`, casting dtypes (fp16 originals into fp32 models);
+    strict raises on any missing, unexpected or shape-mismatched key."""
     sd = to_model_layout(state_dict)
-    report = KeyReport(model, sd)
-    if strict and not report.ok:
-        raise InputError(source, f"does not match the model: {report.describe()}")
     own = model.state_dict()
-    usable = {k: v.to(own[k].dtype) for k, v in sd.items() if k in own and v.shape == own[k].shape}
-    meta = any(p.is_meta for p in model.parameters())
-    model.load_state_dict(usable, strict=False, assign=meta)
-    return report
+    cast = OrderedDict((k, v.to(own[k].dtype) if k in own else v) for k, v in sd.items())
+    return load_state_dict_strict(model, cast, strict=strict, source=source)
 
 
 # --- the key-file check -------------------------------------------------------------------------

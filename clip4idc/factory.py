@@ -102,7 +102,7 @@ def create_model(args, stage: str, log: logging.Logger = logger):
         sd = read_state_dict(args.init_model, trust=getattr(args, "trust_checkpoint", False))
         report = load_into(model, sd, strict=False, source=args.init_model)
         if report.mismatched:
-            raise InputError(args.init_model, "shape mismatch with the model: " + "; ".join(report.mismatched[:5]))
+            raise InputError(args.init_model, f"shape mismatch with the model: {report.details(limit=5)}")
         log.info("Weights from %s: %d/%d loaded", args.init_model, report.loaded, report.total)
         if report.missing:
             log.info("Weights of %s not initialized from pretrained model: %s", type(model).__name__, report.missing)
