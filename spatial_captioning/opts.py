@@ -181,6 +181,17 @@ def parse_train_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return opt
 
 
+def add_decoding_args(p: argparse.ArgumentParser) -> None:
+    """Decoding flags shared by eval.py and eval_ensemble.py (same names and defaults in both originals)."""
+    p.add_argument("--sample_max", type=int, default=1, help="1 greedy/beam, 0 sample")
+    p.add_argument("--max_ppl", type=int, default=0, help="rank beams by length-normalised log-prob")
+    p.add_argument("--beam_size", type=int, default=2, help="beam width")
+    p.add_argument("--group_size", type=int, default=1, help="diverse beam search groups")
+    p.add_argument("--diversity_lambda", type=float, default=0.5, help="diversity penalty")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--decoding_constraint", type=int, default=0, help="1 = never repeat the previous word")
+
+
 def eval_parser() -> argparse.ArgumentParser:
     """Parser of eval.py."""
     p = argparse.ArgumentParser(description="Evaluate a trained captioner on a split.",
@@ -196,13 +207,7 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--dump_path", type=int, default=0, help="add file_name to each prediction")
     p.add_argument("--dump_png", type=int, default=0,
                    help="N>0: write a PNG for the first N images (regions, grid, generated vs reference captions)")
-    p.add_argument("--sample_max", type=int, default=1, help="1 greedy/beam, 0 sample")
-    p.add_argument("--max_ppl", type=int, default=0, help="rank beams by length-normalised log-prob")
-    p.add_argument("--beam_size", type=int, default=2, help="beam width")
-    p.add_argument("--group_size", type=int, default=1, help="diverse beam search groups")
-    p.add_argument("--diversity_lambda", type=float, default=0.5, help="diversity penalty")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--decoding_constraint", type=int, default=0, help="1 = never repeat the previous word")
+    add_decoding_args(p)
     p.add_argument("--image_folder", type=str, default="",
                    help="raw-image mode of the original (its DataLoaderRaw was never published; refused)")
     p.add_argument("--image_root", type=str, default="", help="root of the images (dumps, PNGs, report data)")
@@ -255,13 +260,7 @@ def ensemble_parser() -> argparse.ArgumentParser:
     p.add_argument("--dump_images", type=int, default=1, help="copy each image to <vis_dir>/imgs/")
     p.add_argument("--dump_json", type=int, default=1, help="write <vis_dir>/vis.json")
     p.add_argument("--dump_path", type=int, default=0, help="add file_name to each prediction")
-    p.add_argument("--sample_max", type=int, default=1, help="1 greedy/beam, 0 sample")
-    p.add_argument("--max_ppl", type=int, default=0, help="rank beams by length-normalised log-prob")
-    p.add_argument("--beam_size", type=int, default=2, help="beam width")
-    p.add_argument("--group_size", type=int, default=1, help="diverse beam search groups")
-    p.add_argument("--diversity_lambda", type=float, default=0.5, help="diversity penalty")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--decoding_constraint", type=int, default=0, help="1 = never repeat the previous word")
+    add_decoding_args(p)
     p.add_argument("--image_folder", default="", help="raw-image mode (never published: refused)")
     p.add_argument("--image_root", default="", help="root of the images for dumps")
     p.add_argument("--input_att_dir", default="", help="region features (empty: from the first run's infos)")
