@@ -55,7 +55,7 @@ def sample_sequence(model: VisualCometLMHead, prompts: torch.Tensor, visual: dic
     else:
         gens = [torch.Generator(device=device).manual_seed(seed) for _ in range(B)]
     out = model(ids, **vis, use_cache=use_cache)
-    past, generated = out["past_key_values"], []
+    cache, generated = out["cache"], []
     for step in range(length):
         logits = out["logits"][:, -1, :].float() / (temperature if temperature > 0 else 1.0)
         filtered = top_k_top_p_filtering(logits, top_k=top_k, top_p=top_p)
@@ -66,8 +66,8 @@ def sample_sequence(model: VisualCometLMHead, prompts: torch.Tensor, visual: dic
         if step == length - 1:
             break
         if use_cache:
-            out = model(nxt, past_key_values=past, use_cache=True, position_offset=P + step)
-            past = out["past_key_values"]
+            out = model(nxt, cache=cache, use_cache=True, position_offset=P + step)
+            cache = out["cache"]
         else:
             out = model(torch.cat([ids] + generated, dim=1), **vis)
     return torch.cat(generated, dim=1)
@@ -83,72 +83,177 @@ def finish_generations(tokens: torch.Tensor, e_in_id: int, eot_id: int) -> torch
     return tokens
 
 
-@torch.no_grad()
-def beam_search(model: VisualCometLMHead, prompt: torch.Tensor, visual: dict[str, torch.Tensor] | None,
-                num_beams: int = 5, length: int = 20, e_in_id: int = 0, length_penalty: float = 1.0,
-                num_return: int | None = None) -> list[list[int]]:
-    """Beam search for one prompt (P,) with its visual tensors repeated per beam (pitfall 13 F).
+BEAM_VARIANTS = ("original", "clean")
 
-    Scores follow transformers 2.4.1 ``BeamHypotheses``: sum log-prob / (full length ** length_penalty),
-    2*num_beams candidates per step, hypotheses end at <|e_in|>, no early stopping.
-    Returns up to ``num_return`` (default num_beams) generated continuations, best first.
+
+class BeamHypotheses:
+    """The n-best list of the original's ``BeamHypotheses`` (copied there from transformers 2.4.1), kept as is.
+
+    ``add`` scores a hypothesis ``sum_logprobs / length ** length_penalty`` and appends it while fewer than ``n_hyp``
+    are kept or it beats ``worst_score``; past ``n_hyp`` it deletes the lowest-scored entry and sets ``worst_score``
+    to the second lowest score before the deletion. Entries stay in insertion order; equal sequences are not merged.
+    """
+
+    def __init__(self, n_hyp: int, length_penalty: float = 1.0):
+        self.n_hyp, self.length_penalty = n_hyp, length_penalty
+        self.hyp: list[tuple[float, list[int]]] = []
+        self.worst_score = 1e9
+
+    def add(self, hyp: list[int], sum_logprobs: float, length: int) -> None:
+        """Offer ``hyp`` whose full sequence (prompt included) has ``length`` tokens."""
+        score = sum_logprobs / length ** self.length_penalty
+        if len(self.hyp) < self.n_hyp or score > self.worst_score:
+            self.hyp.append((score, hyp))
+            if len(self.hyp) > self.n_hyp:
+                ranked = sorted((s, i) for i, (s, _) in enumerate(self.hyp))
+                del self.hyp[ranked[0][1]]
+                self.worst_score = ranked[1][0]
+            else:
+                self.worst_score = min(score, self.worst_score)
+
+
+def _first_step(model: VisualCometLMHead, prompt: torch.Tensor, visual: dict[str, torch.Tensor] | None,
+                num_beams: int) -> tuple[dict[str, Any], Any]:
+    """Forward the prompt once per beam (visual tensors repeated along the batch, pitfall 13 F)."""
+    ids = prompt[None].repeat(num_beams, 1)
+    vis = _repeat(visual, num_beams) if visual else {}
+    out = model(ids, **vis, use_cache=True)
+    return out, out["cache"]
+
+
+def _next_step(model: VisualCometLMHead, cache: Any, beam_idx: list[int], tokens: list[int],
+               position: int) -> tuple[dict[str, Any], Any]:
+    """Reorder the KV cache to the surviving beams and feed each its new token at ``position``."""
+    device = next(model.parameters()).device
+    cache.reorder_cache(torch.tensor(beam_idx, device=device))
+    out = model(torch.tensor(tokens, device=device)[:, None], cache=cache, use_cache=True, position_offset=position)
+    return out, out["cache"]
+
+
+@torch.no_grad()
+def beam_search_original(model: VisualCometLMHead, prompt: torch.Tensor, visual: dict[str, torch.Tensor] | None,
+                         num_beams: int = 5, length: int = 20, e_in_id: int = 0, length_penalty: float = 1.0,
+                         return_scores: bool = False) -> list[list[int]] | list[tuple[float, list[int]]]:
+    """The original's ``beam_search_sequence`` (``--do_sample 0``): exactly ``num_beams`` continuations of ``prompt``.
+
+    What it does, step for step like the original (2.4.1 ``BeamHypotheses``, length penalty 1, no early stopping):
+    beams start from the prompt (P tokens) with scores [0, -1e9, ...]; each of the ``length`` steps adds the
+    next-token log-probabilities to the beam scores and walks the 2*num_beams best (beam, token) pairs, best first:
+    a pair whose token is <|e_in|> adds its beam as a hypothesis *without* the <|e_in|>, scored
+    (summed log-prob incl. <|e_in|>) / (P + tokens so far) ** length_penalty; other pairs become the next beams until
+    ``num_beams`` are found. At the last step every one of the 2*num_beams pairs adds its beam *without the token just
+    chosen*, but with that token's log-prob in the score, divided by (P + length - 1): a beam can thus be added
+    several times (duplicates are kept), and at most ``length - 1`` tokens are ever returned. The search always runs
+    all ``length`` steps. Returned: the hypotheses in the order they entered the n-best list (not sorted), generated
+    tokens only (no prompt, no <|e_in|>); with ``return_scores`` as (score, tokens) pairs. The one change from the
+    original: the visual tensors are repeated per beam correctly (its 4-D ``repeat`` crashed, pitfall 13 F).
+    """
+    model.eval()
+    if 2 * num_beams > model.config.vocab_size:
+        raise ValueError(f"{num_beams} beams need a vocabulary of at least {2 * num_beams} tokens")
+    P = prompt.shape[0]
+    hyps = BeamHypotheses(num_beams, length_penalty)
+    scores = torch.full((num_beams,), -1e9, device=prompt.device)
+    scores[0] = 0.0
+    seqs: list[list[int]] = [[] for _ in range(num_beams)]
+    out, cache = _first_step(model, prompt, visual, num_beams)
+    for cur_len in range(length):
+        logp = F.log_softmax(out["logits"][:, -1, :].float(), dim=-1) + scores[:, None]
+        V = logp.shape[-1]
+        top, idx = torch.topk(logp.view(-1), 2 * num_beams)
+        last = cur_len + 1 == length
+        nxt: list[tuple[float, int, int]] = []
+        for s, flat in zip(top.tolist(), idx.tolist()):
+            b, tok = divmod(flat, V)
+            if tok == e_in_id or last:
+                hyps.add(list(seqs[b]), s, P + len(seqs[b]))
+            else:
+                nxt.append((s, tok, b))
+            if len(nxt) == num_beams:
+                break
+        if last:
+            break
+        # at most one <|e_in|> per beam among 2*num_beams pairs, so num_beams live pairs always remain
+        seqs = [seqs[b] + [tok] for _, tok, b in nxt]
+        scores = torch.tensor([s for s, _, _ in nxt], device=prompt.device)
+        out, cache = _next_step(model, cache, [b for _, _, b in nxt], [tok for _, tok, _ in nxt], P + cur_len)
+    return list(hyps.hyp) if return_scores else [seq for _, seq in hyps.hyp]
+
+
+@torch.no_grad()
+def beam_search_clean(model: VisualCometLMHead, prompt: torch.Tensor, visual: dict[str, torch.Tensor] | None,
+                      num_beams: int = 5, length: int = 20, e_in_id: int = 0, length_penalty: float = 1.0,
+                      num_return: int | None = None,
+                      return_scores: bool = False) -> list[list[int]] | list[tuple[float, list[int]]]:
+    """Textbook beam search (``--beam_search clean``): up to ``num_return`` distinct continuations, best first.
+
+    Each step walks the 2*num_beams best (beam, token) extensions by summed log-prob: one ending in <|e_in|> is a
+    finished hypothesis scored (summed log-prob incl. <|e_in|>) / (P + tokens before <|e_in|>) ** length_penalty,
+    the others fill the ``num_beams`` live beams. The n-best list keeps the ``num_beams`` best distinct hypotheses.
+    It stops early once ``num_beams`` are finished and the best live score / (P + step) ** length_penalty cannot beat
+    the worst kept one, or after ``length`` steps; then every live beam is offered with all its tokens (the last
+    chosen one included), scored / (P + its length) ** length_penalty. Returned: generated tokens only (no
+    prompt, no <|e_in|>), sorted by score; with ``return_scores`` as (score, tokens) pairs.
     """
     model.eval()
     num_return = num_return or num_beams
     P = prompt.shape[0]
-    ids = prompt[None].repeat(num_beams, 1)
-    vis = _repeat(visual, num_beams) if visual else {}
     scores = torch.full((num_beams,), -1e9, device=prompt.device)
     scores[0] = 0.0
     hyps: list[tuple[float, list[int]]] = []
-    out = model(ids, **vis, use_cache=True)
-    past = out["past_key_values"]
     seqs: list[list[int]] = [[] for _ in range(num_beams)]
+    out, cache = _first_step(model, prompt, visual, num_beams)
 
     def worst() -> float:
         """Score of the weakest kept hypothesis (-inf until num_beams are kept)."""
         return min(s for s, _ in hyps) if len(hyps) >= num_beams else -float("inf")
 
-    for step in range(length):
-        logp = F.log_softmax(out["logits"][:, -1, :].float(), dim=-1) + scores[:, None]
-        V = logp.shape[-1]
-        top, idx = torch.topk(logp.view(-1), 2 * num_beams)
-        new_seqs, new_scores, beam_idx, tokens = [], [], [], []
-        for s, flat in zip(top.tolist(), idx.tolist()):
-            b, tok = divmod(flat, V)
-            if tok == e_in_id:
-                score = s / (P + len(seqs[b])) ** length_penalty  # 2.4.1 scores the hypothesis without eos
-                if len(hyps) < num_beams or score > worst():
-                    hyps.append((score, seqs[b] + [tok]))
-                    hyps.sort(key=lambda h: -h[0])
-                    del hyps[num_beams:]
-            else:
-                new_seqs.append(seqs[b] + [tok])
-                new_scores.append(s)
-                beam_idx.append(b)
-                tokens.append(tok)
-            if len(new_seqs) == num_beams:
-                break
-        if not new_seqs:  # every candidate ended: nothing left to extend
-            break
-        best_possible = float(top.max()) / (P + step) ** length_penalty
-        if len(hyps) >= num_beams and worst() >= best_possible:
-            break
-        seqs = new_seqs
-        scores = torch.tensor(new_scores, device=prompt.device)
-        if step == length - 1:
-            break
-        past.reorder_cache(torch.tensor(beam_idx, device=prompt.device))
-        out = model(torch.tensor(tokens, device=prompt.device)[:, None], past_key_values=past, use_cache=True,
-                    position_offset=P + step)
-        past = out["past_key_values"]
-    for s, seq in zip(scores.tolist(), seqs):
-        score = s / (P + len(seq)) ** length_penalty
+    def offer(score: float, seq: list[int]) -> None:
+        """Keep ``seq`` if it is new and among the num_beams best."""
+        if any(seq == kept for _, kept in hyps):
+            return
         if len(hyps) < num_beams or score > worst():
             hyps.append((score, seq))
             hyps.sort(key=lambda h: -h[0])
             del hyps[num_beams:]
-    return [seq for _, seq in hyps[:num_return]]
+
+    for step in range(length):
+        logp = F.log_softmax(out["logits"][:, -1, :].float(), dim=-1) + scores[:, None]
+        V = logp.shape[-1]
+        top, idx = torch.topk(logp.view(-1), min(2 * num_beams, logp.numel()))
+        nxt: list[tuple[float, int, int]] = []
+        for s, flat in zip(top.tolist(), idx.tolist()):
+            b, tok = divmod(flat, V)
+            if tok == e_in_id:
+                offer(s / (P + len(seqs[b])) ** length_penalty, list(seqs[b]))
+            else:
+                nxt.append((s, tok, b))
+            if len(nxt) == num_beams:
+                break
+        if not nxt:  # every candidate ended: nothing left to extend
+            seqs = []
+            break
+        seqs = [seqs[b] + [tok] for _, tok, b in nxt]
+        scores = torch.tensor([s for s, _, _ in nxt], device=prompt.device)
+        best_possible = float(top.max()) / (P + step) ** length_penalty
+        if step == length - 1 or (len(hyps) >= num_beams and worst() >= best_possible):
+            break
+        out, cache = _next_step(model, cache, [b for _, _, b in nxt], [tok for _, tok, _ in nxt], P + step)
+    for s, seq in zip(scores.tolist(), seqs):
+        offer(s / (P + len(seq)) ** length_penalty, seq)
+    ranked = hyps[:num_return]
+    return ranked if return_scores else [seq for _, seq in ranked]
+
+
+def beam_search(model: VisualCometLMHead, prompt: torch.Tensor, visual: dict[str, torch.Tensor] | None,
+                num_beams: int = 5, length: int = 20, e_in_id: int = 0, length_penalty: float = 1.0,
+                variant: str = "original") -> list[list[int]]:
+    """Continuations of one prompt (P,) by ``beam_search_original`` (default) or ``beam_search_clean``."""
+    if variant == "original":
+        return beam_search_original(model, prompt, visual, num_beams, length, e_in_id, length_penalty)
+    if variant == "clean":
+        return beam_search_clean(model, prompt, visual, num_beams, length, e_in_id, length_penalty)
+    raise ValueError(f"beam search variant must be one of {BEAM_VARIANTS}, got {variant!r}")
 
 
 def generation_output(record: dict[str, Any], generations: list[str]) -> dict[str, Any]:
@@ -177,8 +282,11 @@ def generate_split(model: VisualCometLMHead, tokenizer: Any, paths: Any, split: 
                    temperature: float = 1.0, top_k: int = 0, top_p: float = 0.9, do_sample: bool = True,
                    num_samples: int = 5, batch_size: int = 1, seed: int = 42, shared_stream: bool = False,
                    device: torch.device | str = "cpu", cache_dir: str | None = None, cache_postfix: str | None = None,
-                   overwrite_cache: bool = False) -> list[dict[str, Any]]:
-    """Generations for every (annotation, relation) of ``split`` in the original output order (spec 2.3)."""
+                   overwrite_cache: bool = False, beam_variant: str = "original") -> list[dict[str, Any]]:
+    """Generations for every (annotation, relation) of ``split`` in the original output order (spec 2.3).
+
+    ``do_sample=False`` runs ``beam_search`` with ``num_beams=num_samples`` and ``beam_variant`` (see there).
+    """
     from common.distributed import progress
     from visualcomet import data as vdata
 
@@ -203,7 +311,7 @@ def generate_split(model: VisualCometLMHead, tokenizer: Any, paths: Any, split: 
             toks = finish_generations(toks, e_in, tokenizer.eot_id).view(len(idx), num_samples, -1).tolist()
         else:
             beams = beam_search(model, batch["input_ids"][0], visual, num_beams=num_samples, length=length,
-                                e_in_id=e_in)
+                                e_in_id=e_in, variant=beam_variant)
             toks = [[b + [e_in] for b in beams]]
         for i, rows in zip(idx, toks):
             rec = records[i]
@@ -216,7 +324,7 @@ def generate_split(model: VisualCometLMHead, tokenizer: Any, paths: Any, split: 
 def predict(model: VisualCometLMHead, tokenizer: Any, image_features: Any, object_features: Any, names: list[str],
             boxes: Any, width: float, height: float, event: str, place: str, relation: str = "intent",
             num_samples: int = 5, length: int = 20, top_p: float = 0.9, seed: int = 42,
-            do_sample: bool = True) -> list[str]:
+            do_sample: bool = True, beam_variant: str = "original") -> list[str]:
     """Inferences for one in-the-wild image (issue #12): features + boxes + class names, no VCR files needed.
 
     ``names[j]`` / ``boxes[j]`` describe object j, referred to as person number j+1 in ``event``; masks are not needed.
@@ -242,6 +350,7 @@ def predict(model: VisualCometLMHead, tokenizer: Any, image_features: Any, objec
         rows = finish_generations(sample_sequence(model, prompt, vis, length, num_samples, top_p=top_p, seed=seed),
                                   e_in, tokenizer.eot_id).tolist()
     else:
-        rows = [b + [e_in] for b in beam_search(model, prompt[0], vis, num_samples, length, e_in)]
+        rows = [b + [e_in] for b in beam_search(model, prompt[0], vis, num_samples, length, e_in,
+                                                variant=beam_variant)]
     name2person = {v: k for k, v in mapping.items()}
     return [vdata.replace_names(tokenizer.decode(r), name2person) for r in rows]

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import DynamicCache, GPT2Config, GPT2LMHeadModel
+from transformers.cache_utils import Cache
 
 from common.errors import InputError
 
@@ -120,18 +121,27 @@ class VisualCometLMHead(GPT2LMHeadModel):
     def forward(self, input_ids: torch.Tensor, img_feats: torch.Tensor | None = None,
                 boxes_mask: torch.Tensor | None = None, person_ids: torch.Tensor | None = None,
                 subject_ids: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, past_key_values: Any = None, use_cache: bool = False,
-                position_offset: int = 0, **_: Any) -> dict[str, Any]:
-        """Logits (B, L, V), the token-mean LM loss when ``labels`` are given, and the KV cache when asked."""
+                labels: torch.Tensor | None = None, cache: Cache | None = None, use_cache: bool = False,
+                position_offset: int = 0, past_key_values: Cache | None = None, **_: Any) -> dict[str, Any]:
+        """Logits (B, L, V), the token-mean LM loss when ``labels`` are given, and the KV cache when asked.
+
+        The cache is a transformers ``DynamicCache`` (created on the first ``use_cache`` call, then passed back as
+        ``cache``); ``past_key_values`` is accepted as an alias of ``cache`` and the result carries it under both
+        names.
+        """
+        cache = cache if cache is not None else past_key_values
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
         # The image slot only exists in the first chunk; cached continuation steps embed plain tokens.
         emb = self.embed(input_ids, img_feats if position_offset == 0 else None, boxes_mask, person_ids,
                          subject_ids, boxes)
         L = input_ids.shape[1]
         position_ids = torch.arange(position_offset, position_offset + L, device=input_ids.device).unsqueeze(0)
         out = self.transformer(inputs_embeds=emb, position_ids=position_ids.expand(input_ids.shape[0], -1),
-                               past_key_values=past_key_values, use_cache=use_cache)
+                               cache=cache if use_cache else None, use_cache=use_cache)
         logits = self.lm_head(out.last_hidden_state)
-        result = {"logits": logits, "past_key_values": out.past_key_values if use_cache else None}
+        kept = cache if use_cache else None  # the transformer filled this cache object in place
+        result = {"logits": logits, "cache": kept, "past_key_values": kept}
         if labels is not None:
             result["loss"] = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
                                              labels[:, 1:].reshape(-1), ignore_index=-100)

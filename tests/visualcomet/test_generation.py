@@ -1,14 +1,16 @@
-"""Decoding: top-p example, determinism, batching, KV cache, post-processing, beam search with images (assert 7)."""
+"""Decoding: top-p example, determinism, batching, KV cache, post-processing, beam search (assert 7, issue 12 item 4)."""
 from __future__ import annotations
 
 import json
+import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from visualcomet import data as vdata
-from visualcomet.generation import (beam_search, finish_generations, generate_split, sample_sequence,
-                                    top_k_top_p_filtering)
+from visualcomet.generation import (BeamHypotheses, beam_search, beam_search_clean, beam_search_original,
+                                    finish_generations, generate_split, sample_sequence, top_k_top_p_filtering)
 from visualcomet.model import VisualCometLMHead, make_config
 
 
@@ -61,11 +63,71 @@ def test_beam_search_with_images(tiny_model, vc_tokenizer, vc_paths):
     ids, vis = _prompts(vc_tokenizer, vc_paths, n=1)
     e_in = vc_tokenizer.convert_tokens_to_ids("<|e_in|>")
     beams = beam_search(tiny_model, ids[0], vis, num_beams=3, length=5, e_in_id=e_in)
-    assert len(beams) == 3 and all(1 <= len(b) <= 5 for b in beams)
-    # the best beam is the greedy continuation when it is the most likely path of length 1
+    # the original's search always returns num_beams hypotheses of at most length-1 tokens (pitfall 13 fixed)
+    assert len(beams) == 3 and all(len(b) <= 4 for b in beams)
+    clean = beam_search(tiny_model, ids[0], vis, num_beams=3, length=5, e_in_id=e_in, variant="clean")
+    assert len(clean) == 3 and all(1 <= len(b) <= 5 for b in clean)
+    # the best clean beam is the greedy continuation when it is the most likely path of length 1
     greedy = int(tiny_model(ids, **vis)["logits"][0, -1].argmax())
-    one = beam_search(tiny_model, ids[0], vis, num_beams=1, length=1, e_in_id=e_in)
+    one = beam_search(tiny_model, ids[0], vis, num_beams=1, length=1, e_in_id=e_in, variant="clean")
     assert one[0][0] == greedy
+    # the original drops the word chosen at the last step: with one step nothing is left
+    assert beam_search(tiny_model, ids[0], vis, num_beams=1, length=1, e_in_id=e_in) == [[]]
+
+
+class _NoCache:
+    def reorder_cache(self, beam_idx):  # the bigram model needs no state
+        pass
+
+
+class _Bigram(torch.nn.Module):
+    """Next-token probabilities depend on the last token only: ``table[last][next]``."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.tensor(table, dtype=torch.float64).log().float(), requires_grad=False)
+        self.config = SimpleNamespace(vocab_size=len(table))
+
+    def forward(self, input_ids, cache=None, use_cache=False, **_):
+        return {"logits": self.table[input_ids], "cache": cache or _NoCache()}
+
+
+A, B, C, E, S = range(5)  # E plays <|e_in|>, S is the prompt token
+AFTER_S, AFTER_A = [.50, .30, .10, .06, .04], [.10, .60, .12, .13, .05]
+# Prompt [S, S] (P = 2), 2 beams, 3 steps. Step 0 keeps beams A (.5) and B (.3).
+# Table 1 (after B: A .3, B .12, C .03, E .5, S .05): step 1 candidates AB .30, BE .15, BA .09, AE .065 ->
+#   AB, BA live; BE adds [B] with log(.15)/(2+1). Last step (P + 3 - 1 = 4): ABE .15, ABA .09, BAB .054, ABB .036
+#   add [A,B] log(.15)/4 (-> [B], [A,B]); [A,B] again log(.09)/4 beats [B] -0.632 and evicts it; the rest are worse.
+# Table 2 (after B: A .2, B .11, C .14, E .5, S .05): step 1 candidates AB .30, BE .15, AE .065, BA .06 ->
+#   hyps [B] log(.15)/3, [A] log(.065)/3. Last step: ABE .15 adds [A,B] log(.15)/4, evicting [A]; ABA .06, ABC .042,
+#   BAB .036 are all below [B]'s -0.632. Insertion order keeps the weaker [B] first.
+BEAM_CASES = [
+    pytest.param([.30, .12, .03, .50, .05], [(math.log(.15) / 4, [A, B]), (math.log(.09) / 4, [A, B])],
+                 [(math.log(.15) / 4, [A, B]), (math.log(.09) / 5, [A, B, A])], id="duplicates-kept"),
+    pytest.param([.20, .11, .14, .50, .05], [(math.log(.15) / 3, [B]), (math.log(.15) / 4, [A, B])],
+                 [(math.log(.15) / 4, [A, B]), (math.log(.06) / 5, [A, B, A])], id="insertion-order"),
+]
+
+
+@pytest.mark.parametrize("after_b, original, clean", BEAM_CASES)
+def test_beam_search_hand_computed(after_b, original, clean):
+    table = [AFTER_A, after_b, [.3, .3, .3, .05, .05], [.2] * 5, AFTER_S]
+    model, prompt = _Bigram(table), torch.tensor([S, S])
+    got = beam_search_original(model, prompt, None, num_beams=2, length=3, e_in_id=E, return_scores=True)
+    assert [seq for _, seq in got] == [seq for _, seq in original]
+    assert [s for s, _ in got] == pytest.approx([s for s, _ in original], abs=1e-6)
+    assert beam_search(model, prompt, None, num_beams=2, length=3, e_in_id=E) == [seq for _, seq in original]
+    got = beam_search_clean(model, prompt, None, num_beams=2, length=3, e_in_id=E, return_scores=True)
+    assert [seq for _, seq in got] == [seq for _, seq in clean]
+    assert [s for s, _ in got] == pytest.approx([s for s, _ in clean], abs=1e-6)
+
+
+def test_beam_hypotheses_evicts_the_lowest_score():
+    hyps = BeamHypotheses(2)
+    for seq, logp in (([1], -3.0), ([2], -1.0), ([3], -2.0), ([4], -2.5)):
+        hyps.add(seq, logp, 1)
+    # [1] is evicted by [3]; worst_score becomes -2.0, so [4] (-2.5) is refused
+    assert hyps.hyp == [(-1.0, [2]), (-2.0, [3])] and hyps.worst_score == -2.0
 
 
 def test_generate_split_output_schema_and_order(tiny_model, vc_tokenizer, vc_paths, vc_data):

@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relations to generate (the original always generated all three)")
     p.add_argument("--do_sample", type=int, default=1, choices=[0, 1], help="1: sampling; 0: beam search "
                                                                            "(num_beams = --num_samples)")
+    p.add_argument("--beam_search", default="original", choices=["original", "clean"],
+                   help="with --do_sample 0: 'original' reproduces the original's beam search (the last step adds "
+                        "each beam without its last word, duplicates kept, insertion order); 'clean' keeps every "
+                        "word, drops duplicates, stops early and sorts best first (see generation.py)")
     p.add_argument("--num_samples", type=int, default=5, help="samples (or returned beams) per prompt")
     p.add_argument("--gen_batch_size", type=int, default=1, help="prompts per forward pass (sampling)")
     p.add_argument("--shared_seed_stream", action="store_true",
@@ -90,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              not args.no_text, args.use_all_dets, relations, args.length, args.temperature,
                              args.top_k, args.top_p, bool(args.do_sample), args.num_samples, args.gen_batch_size,
                              args.seed, args.shared_seed_stream, device, None, args.cache_postfix,
-                             args.overwrite_cache)
+                             args.overwrite_cache, args.beam_search)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, outputs)
     for o in outputs[:30]:
