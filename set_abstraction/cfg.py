@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import InputError
+from common.safe_pickle import add_trust_flag
 
 EXPERIMENTS = ("AbstractionEmbedding",)
 MODELS = ("AbstractionEmbeddingModule",)
@@ -33,63 +34,78 @@ def str2bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"boolean value expected, got {value!r}")
 
 
-def build_parser(prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
-    """The original flags (names, short forms, defaults) plus the reimplementation's additions."""
+TRAINING_ONLY = ("num_epochs", "start_epoch", "max_step", "val_freq", "checkpoint_freq", "clip_gradient",
+                 "lr_schedule", "return_metric")
+# Accepted by test.py (the original shared one parser) but hidden from its --help: evaluation never reads them.
+HIDDEN_IN_TEST = TRAINING_ONLY + ("evaluate", "checkpoint_dir", "optimizer", "lr")
+
+
+def build_parser(prog: str | None = None, description: str | None = None,
+                 mode: str = "train") -> argparse.ArgumentParser:
+    """The original flags (names, short forms, defaults) plus the reimplementation's additions.
+
+    ``mode="test"`` keeps accepting every original flag but lists only those test.py uses in --help.
+    """
+    if mode not in ("train", "test"):
+        raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
     p = argparse.ArgumentParser(prog=prog, description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("-e", "--experiment", default="AbstractionEmbedding", choices=EXPERIMENTS,
-                   help="experiment class (only AbstractionEmbedding exists)")
-    p.add_argument("-i", "--exp_id", default=None, help="run id put in the run name ('None' when unset)")
-    p.add_argument("-d", "--dataset", default="moments", choices=DATASETS,
-                   help="which metadata files and node count (moments: 391, kinetics: 608)")
-    p.add_argument("-m", "--model_name", "--model", dest="model_name", default="AbstractionEmbeddingModule",
-                   choices=MODELS, help="model class (--model is the README's spelling)")
-    p.add_argument("-b", "--batch_size", type=int, default=256, help="sets per batch (train and val)")
-    p.add_argument("--optimizer", default="Adam", choices=("Adam", "SGD"),
-                   help="Adam(wd=5e-4) or SGD(momentum=0.9, wd=5e-4)")
-    p.add_argument("--criterion", nargs="+", default=["MSE", "CE"], choices=CRITERIA,
-                   help="loss names; MSE is the embed loss and CE the abstraction loss, both required")
-    p.add_argument("-l", "--loss_weights", type=float, nargs="+", default=[1, 1],
-                   help="weights of the embed and abstr losses (ints by default, so the run name says 1-1)")
-    p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
-    p.add_argument("-s", "--scales", type=int, nargs="+", default=[1, 2, 3, 4],
-                   help="subset sizes with their own relation MLP")
-    p.add_argument("-r", "--resume", default=None,
-                   help="checkpoint (.pth.tar, original layout) to load; also renames the run (spec 2.4)")
-    p.add_argument("--log_dir", default="logs", help="where <Exp>/<Model>/<name>*.txt logs go")
-    p.add_argument("--checkpoint_dir", default="checkpoints", help="where <Exp>/<Model>/<name>_*.pth.tar go")
-    p.add_argument("--output_dir", default="outputs",
-                   help="where <Exp>/<Model>/<name>_results.json and the visualisation PNG go")
-    p.add_argument("--metadata_dir", default="metadata", help="directory holding the downloaded metadata")
-    p.add_argument("--logger_name", default="AbstractionLogger", choices=LOGGERS, help="logger class")
-    p.add_argument("--num_epochs", type=int, default=60, help="epochs (also T_max of the cosine schedule)")
-    p.add_argument("--start_epoch", type=int, default=0, help="first epoch (replaced by the checkpoint's on resume)")
-    p.add_argument("--max_step", type=int, default=None, help="stop each epoch after this many batches")
-    p.add_argument("--val_freq", type=int, default=1, help="validate every N epochs (and after the last)")
-    p.add_argument("--log_freq", type=int, default=20, help="write a progress line every N batches")
-    p.add_argument("--checkpoint_freq", type=int, default=1000,
-                   help="also save a resumable state every N batches (besides each validation)")
-    p.add_argument("--cudnn_enabled", type=str2bool, default=True, help="torch.backends.cudnn.enabled")
-    p.add_argument("--cudnn_benchmark", type=str2bool, default=True, help="torch.backends.cudnn.benchmark")
-    p.add_argument("--clip_gradient", type=int, default=20, help="max total gradient norm")
-    p.add_argument("--evaluate", action="store_true",
-                   help="train.py: only evaluate the (resumed) model on the three tasks, as test.py does")
-    p.add_argument("-bm", "--basemodel_name", default="resnet3d50",
-                   help="backbone whose cached features are read (resnet3d50_<ds>_<split>_features.pth)")
-    p.add_argument("--prefix", default="", help="prepended to the run name")
-    p.add_argument("--return_metric", default="top1@abstr", help="validation meter that picks the best checkpoint")
+
+    def add(*names: str, help: str, **kwargs) -> None:  # noqa: A002 - argparse's own keyword
+        dest = kwargs.get("dest") or next(n for n in names if n.startswith("--"))[2:]
+        p.add_argument(*names, help=argparse.SUPPRESS if mode == "test" and dest in HIDDEN_IN_TEST else help,
+                       **kwargs)
+
+    add("-e", "--experiment", default="AbstractionEmbedding", choices=EXPERIMENTS,
+        help="experiment class (only AbstractionEmbedding exists)")
+    add("-i", "--exp_id", default=None, help="run id put in the run name ('None' when unset)")
+    add("-d", "--dataset", default="moments", choices=DATASETS,
+        help="which metadata files and node count (moments: 391, kinetics: 608)")
+    add("-m", "--model_name", "--model", dest="model_name", default="AbstractionEmbeddingModule",
+        choices=MODELS, help="model class (--model is the README's spelling)")
+    add("-b", "--batch_size", type=int, default=256, help="sets per batch (train and val)")
+    add("--optimizer", default="Adam", choices=("Adam", "SGD"), help="Adam(wd=5e-4) or SGD(momentum=0.9, wd=5e-4)")
+    add("--criterion", nargs="+", default=["MSE", "CE"], choices=CRITERIA,
+        help="loss names; MSE is the embed loss and CE the abstraction loss, both required")
+    add("-l", "--loss_weights", type=float, nargs="+", default=[1, 1],
+        help="weights of the embed and abstr losses (ints by default, so the run name says 1-1)")
+    add("--lr", type=float, default=1e-4, help="learning rate")
+    add("-s", "--scales", type=int, nargs="+", default=[1, 2, 3, 4], help="subset sizes with their own relation MLP")
+    add("-r", "--resume", default=None,
+        help="checkpoint (.pth.tar, original layout) to load; also renames the run (spec 2.4)")
+    add("--log_dir", default="logs", help="where <Exp>/<Model>/<name>*.txt logs go")
+    add("--checkpoint_dir", default="checkpoints", help="where <Exp>/<Model>/<name>_*.pth.tar go")
+    add("--output_dir", default="outputs", help="where <Exp>/<Model>/<name>_results.json and the visualisation PNG go")
+    add("--metadata_dir", default="metadata", help="directory holding the downloaded metadata")
+    add("--logger_name", default="AbstractionLogger", choices=LOGGERS, help="logger class")
+    add("--num_epochs", type=int, default=60, help="epochs (also T_max of either LR schedule)")
+    add("--start_epoch", type=int, default=0, help="first epoch (replaced by the checkpoint's on resume)")
+    add("--max_step", type=int, default=None, help="stop each epoch after this many batches")
+    add("--val_freq", type=int, default=1, help="validate every N epochs (and after the last)")
+    add("--log_freq", type=int, default=20, help="write a progress line every N batches")
+    add("--checkpoint_freq", type=int, default=1000,
+        help="also save a resumable state every N batches (besides each validation)")
+    add("--cudnn_enabled", type=str2bool, default=True, help="torch.backends.cudnn.enabled")
+    add("--cudnn_benchmark", type=str2bool, default=True, help="torch.backends.cudnn.benchmark")
+    add("--clip_gradient", type=int, default=20, help="max total gradient norm")
+    add("--evaluate", action="store_true",
+        help="train.py: only evaluate the (resumed) model on the three tasks, as test.py does")
+    add("-bm", "--basemodel_name", default="resnet3d50",
+        help="backbone whose cached features are read (resnet3d50_<ds>_<split>_features.pth)")
+    add("--prefix", default="", help="prepended to the run name")
+    add("--return_metric", default="top1@abstr", help="validation meter that picks the best checkpoint")
     # Additions (spec 8 and 9).
-    p.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda when available")
-    p.add_argument("--seed", type=int, default=0, help="seed of python, numpy, torch and the data order")
-    p.add_argument("--num_workers", type=int, default=2, help="training DataLoader workers (validation: 1)")
-    p.add_argument("--lr_schedule", default="cosine", choices=("cosine", "legacy"),
-                   help="cosine: per-epoch CosineAnnealingLR(T_max=num_epochs); legacy: the original's "
-                        "scheduler.step(val_loss), i.e. lr = lr0*(1+cos(pi*val_loss/T_max))/2 after each validation")
-    p.add_argument("--model_config", default=None,
-                   help="JSON of model sizes (name in set_abstraction/model_configs or a path); "
-                        "default: the released sizes for --dataset")
-    p.add_argument("--trust_checkpoint", action="store_true",
-                   help="allow --resume files that need full unpickling (only for files you trust)")
+    add("--device", default=None, choices=("cpu", "cuda"), help="default: cuda when available")
+    add("--seed", type=int, default=0, help="seed of python, numpy, torch and the data order")
+    add("--num_workers", type=int, default=2, help="training DataLoader workers (validation: at most 1)")
+    # Spec 9.1 (K): the original's quirk is the default, so that the released recipe is the paper's run.
+    add("--lr_schedule", default="legacy", choices=("legacy", "cosine"),
+        help="legacy: the original's scheduler.step(val_loss), i.e. lr = lr0*(1+cos(pi*val_loss/num_epochs))/2 "
+             "after each validation; cosine: per-epoch CosineAnnealingLR(T_max=num_epochs)")
+    add("--model_config", default=None,
+        help="JSON of model sizes (name in set_abstraction/model_configs or a path); "
+             "default: the released sizes for --dataset")
+    add_trust_flag(p)
     return p
 
 
@@ -119,13 +135,9 @@ def validate_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def parse_args(argv: Sequence[str] | None = None, prog: str | None = None,
-               description: str | None = None) -> argparse.Namespace:
-    """Parse and check the flags."""
-    return validate_args(build_parser(prog, description).parse_args(argv))
-
-
-TRAINING_ONLY = ("num_epochs", "start_epoch", "max_step", "val_freq", "checkpoint_freq", "clip_gradient",
-                 "lr_schedule", "return_metric")
+               description: str | None = None, mode: str = "train") -> argparse.Namespace:
+    """Parse and check the flags (``mode`` picks which flags --help lists)."""
+    return validate_args(build_parser(prog, description, mode).parse_args(argv))
 
 
 def training_only_flags_given(args: argparse.Namespace) -> list[str]:

@@ -11,6 +11,8 @@ state dict with the listed shapes for every dataset section of the file, convert
 from __future__ import annotations
 
 import argparse
+import math
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -46,6 +48,20 @@ def read_original_checkpoint(path: str | Path, trust: bool = False) -> dict[str,
         if key not in ckpt:
             raise InputError(path, "missing top-level key (original layout: epoch, state_dict, "
                                    "optimizer, best_acc1)", field=key)
+    epoch, best = ckpt["epoch"], ckpt["best_acc1"]
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+        raise InputError(path, f"must be a non-negative int, got {epoch!r}", field="epoch")
+    if isinstance(best, bool) or not isinstance(best, numbers.Real) or not math.isfinite(best):
+        raise InputError(path, f"must be a finite number, got {best!r}", field="best_acc1")
+    state_dict = ckpt["state_dict"]
+    if not isinstance(state_dict, Mapping) or not state_dict:
+        raise InputError(path, "must be a non-empty dict of weight tensors", field="state_dict")
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+            raise InputError(path, f"weight {key!r} is {kind}, not a float tensor", field="state_dict")
+        if not torch.isfinite(value).all():
+            raise InputError(path, f"weight {key!r} holds NaN or inf values", field="state_dict")
     return dict(ckpt)
 
 

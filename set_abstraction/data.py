@@ -1,8 +1,7 @@
 """Loaders of the released metadata: features, embeddings, listfiles, abstraction and human sets (spec 3)."""
 from __future__ import annotations
 
-import json
-import pickle
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,36 +11,11 @@ import torch
 from torch.utils.data import Dataset
 
 from common.errors import InputError
+from set_abstraction.files import check_float_tensor, first_non_finite, load_json, load_pth, load_vector_dict
 from set_abstraction.graph import AbstractionGraph
 from set_abstraction.model import canonical_subsets, subset_key
 
 SET_SIZE = 4  # training / validation sets hold 4 videos
-
-
-def load_pth(path: str | Path, mmap: bool = False) -> Any:
-    """torch.load a metadata file on CPU with weights_only=True (spec 9.5), optionally memory-mapped."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except RuntimeError as err:
-        if mmap and "mmap" in str(err):  # legacy (pre-zipfile) torch.save files cannot be mapped
-            return load_pth(path, mmap=False)
-        raise InputError(path, f"not a readable torch file ({str(err).splitlines()[0]})") from None
-    except (pickle.UnpicklingError, EOFError) as err:
-        raise InputError(path, f"not a readable torch file ({str(err).splitlines()[0] if str(err) else err!r})") from None
-
-
-def load_json(path: str | Path) -> Any:
-    """Parse a JSON file, naming the file on failure."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except json.JSONDecodeError as err:
-        raise InputError(path, f"invalid JSON ({err})") from None
 
 
 def read_listfile(path: str | Path, suffix: str = "") -> list[str]:
@@ -65,21 +39,29 @@ def read_listfile(path: str | Path, suffix: str = "") -> list[str]:
 
 
 class FeatureStore:
-    """Video name -> cached backbone feature row (the original ``CachedModel``, spec 3.4)."""
+    """Video name -> cached backbone feature row (the original ``CachedModel``, spec 3.4).
+
+    ``width`` and ``embedding_dim`` are the model's input and embedding sizes: files that do not fit
+    are refused here, naming the file, instead of failing inside a matrix product.
+    """
 
     def __init__(self, features_path: str | Path, dataset: str, embeddings_path: str | Path | None = None,
-                 listfile_path: str | Path | None = None):
+                 listfile_path: str | Path | None = None, *, width: int | None = None,
+                 embedding_dim: int | None = None, trust: bool = False):
         self.features_path = Path(features_path)
         # Spec 9.16 (F): memory-map the feature matrix rather than copying it into every worker.
-        features = load_pth(self.features_path, mmap=True)
+        features = load_pth(self.features_path, trust=trust, mmap=True)
         if isinstance(features, (list, tuple)):
+            if not features:
+                raise InputError(self.features_path, "holds no feature rows (an empty list)", field="features")
+            for i, row in enumerate(features):
+                check_float_tensor(self.features_path, row, dim=1, record=f"row {i}", field="features")
             features = torch.stack(list(features))
-        if not isinstance(features, torch.Tensor) or features.dim() != 2:
-            raise InputError(self.features_path, "expected a FloatTensor[N, D] (or a list of [D] tensors)")
+        features = check_float_tensor(self.features_path, features, dim=2, width=width, field="features")
         self.features = features.float() if features.dtype != torch.float32 else features
         self.embeddings: dict[str, torch.Tensor] = {}
         if embeddings_path is not None:
-            self.embeddings = load_video_embeddings(embeddings_path)
+            self.embeddings = load_vector_dict(embeddings_path, embedding_dim, "video", trust=trust)
         # Spec 9.3 (K): moments train/val rows follow the embeddings dict order; kinetics (any split)
         # and moments test follow the listfile order, kinetics names getting ".mp4".
         if embeddings_path is not None and dataset != "kinetics":
@@ -94,6 +76,8 @@ class FeatureStore:
             raise InputError(order_source, f"{len(names)} videos but only {len(self.features)} feature rows "
                                            f"in {self.features_path}")
         self.index = {name: i for i, name in enumerate(names)}
+        self.names = names
+        self._checked: set[int] = set()
 
     @property
     def dim(self) -> int:
@@ -104,16 +88,24 @@ class FeatureStore:
         """Feature row of a video (KeyError when unknown)."""
         return self.index[name]
 
+    def check_finite(self, rows: Sequence[int], users: str | Path) -> None:
+        """Refuse NaN/inf in the feature rows a dataset (read from ``users``) will use; each row is read once."""
+        todo = sorted(set(int(r) for r in rows) - self._checked)
+        if not todo:
+            return
+        bad = first_non_finite(self.features[torch.tensor(todo)])
+        if bad is not None:
+            row = todo[bad]
+            name = self.names[row] if row < len(self.names) else f"row {row}"
+            raise InputError(self.features_path, f"row {row} holds NaN or inf values (used by {users})",
+                             record=name, field="features")
+        self._checked.update(todo)
 
-def load_video_embeddings(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read ``{video_name: FloatTensor[300]}`` keeping the stored order."""
-    emb = load_pth(path)
-    if not isinstance(emb, Mapping):
-        raise InputError(path, f"expected a dict video -> tensor, got {type(emb).__name__}")
-    for key, value in emb.items():
-        if not isinstance(value, torch.Tensor) or value.dim() != 1:
-            raise InputError(path, "value must be a 1-D float tensor", record=key)
-    return dict(emb)
+
+def load_video_embeddings(path: str | Path, embedding_dim: int | None = None,
+                          trust: bool = False) -> dict[str, torch.Tensor]:
+    """Read ``{video_name: FloatTensor[300]}`` keeping the stored order (finite, floating, of the model's width)."""
+    return load_vector_dict(path, embedding_dim, "video", trust=trust)
 
 
 @dataclass
@@ -129,6 +121,8 @@ def load_abstraction_sets(path: str | Path, set_size: int = SET_SIZE) -> list[Ab
     data = load_json(path)
     if not isinstance(data, list):
         raise InputError(path, f"expected a JSON list of records, got {type(data).__name__}")
+    if not data:
+        raise InputError(path, "holds no abstraction sets (an empty list would train or evaluate nothing)")
     keys = [subset_key(S) for S in canonical_subsets(set_size)]
     records = []
     for i, rec in enumerate(data):
@@ -189,6 +183,7 @@ class CachedAbstractionDataset(Dataset):
             labels.append([graph.node_to_label(n) for n in rec_nodes])
             nodes.append(rec_nodes)
         self.rows = torch.tensor(rows, dtype=torch.long).reshape(-1, set_size)
+        store.check_finite(self.rows.flatten().tolist(), self.sets_path)
         self.labels = torch.tensor(labels, dtype=torch.long).reshape(-1, len(self.keys))
         self.nodes = nodes
         self.category_embeddings = category_embeddings
@@ -234,10 +229,14 @@ def load_human_sets(path: str | Path, num_queries: int = 5) -> dict[str, list[Hu
     data = load_json(path)
     if not isinstance(data, Mapping):
         raise InputError(path, f"expected a JSON object size-key -> records, got {type(data).__name__}")
+    if not data:
+        raise InputError(path, "holds no human test sets (an empty object would evaluate nothing)")
     out: dict[str, list[HumanRecord]] = {}
     for key, records in data.items():
         if not isinstance(records, list):
             raise InputError(path, "must be a list of records", record=key)
+        if not records:
+            raise InputError(path, "an empty list of records (evaluating it would report nothing)", record=key)
         parsed = []
         for i, rec in enumerate(records):
             where = f"{key}[{i}]"
@@ -251,8 +250,9 @@ def load_human_sets(path: str | Path, num_queries: int = 5) -> dict[str, list[Hu
                                      record=where, field=field_name)
                 for j, item in enumerate(items):
                     if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
-                            and isinstance(item[2], (int, float))):
-                        raise InputError(path, f"entry {j} must be [path, label, dist], got {item!r}",
+                            and isinstance(item[2], (int, float)) and not isinstance(item[2], bool)
+                            and math.isfinite(item[2])):
+                        raise InputError(path, f"entry {j} must be [path, label, finite dist], got {item!r}",
                                          record=where, field=field_name)
                 triples[field_name] = items
             # Spec 9.11 (F): exactly 5 queries, checked instead of skipping records later.
@@ -283,6 +283,7 @@ class _HumanDataset(Dataset):
                 if name not in store.index:
                     raise InputError(self.human_path, f"video {name!r} is not in the test feature index "
                                                       f"({store.features_path})", record=r.key, field="path")
+        store.check_finite([store.row(n) for r in self.records for n in r.reference + r.query], self.human_path)
 
     def _features(self, names: Sequence[str]) -> torch.Tensor:
         return self.store.features[[self.store.row(n) for n in names]].float()

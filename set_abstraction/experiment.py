@@ -23,7 +23,7 @@ from set_abstraction.data import (CachedAbstractionDataset, CachedOutlierDataset
 from set_abstraction.graph import AbstractionGraph, load_category_embeddings, load_graph
 from set_abstraction.logger import AbstractionLogger, ProgressMeter
 from set_abstraction.model import AbstractionEmbeddingModule, SAMConfig, canonical_subsets
-from set_abstraction.schedule import build_schedule
+from set_abstraction.schedule import ScheduleMismatch, build_schedule
 from set_abstraction.tasks import abstraction_metrics, evaluate_outlier, evaluate_ranking, format_summary
 
 LOG = get_logger("set_abstraction")
@@ -45,9 +45,10 @@ def model_config(args: argparse.Namespace) -> SAMConfig:
     return config
 
 
-def build_model(args: argparse.Namespace, graph: AbstractionGraph | None = None) -> AbstractionEmbeddingModule:
+def build_model(args: argparse.Namespace, graph: AbstractionGraph | None = None,
+                config: SAMConfig | None = None) -> AbstractionEmbeddingModule:
     """The model for the flags; checks that every graph label fits the classifier."""
-    config = model_config(args)
+    config = config or model_config(args)
     if graph is not None:
         top = max(graph.node_to_label(n) for n in graph.nodes)
         if top >= config.num_nodes:
@@ -64,14 +65,21 @@ def build_optimizer(args: argparse.Namespace, params: Any) -> torch.optim.Optimi
 
 
 class MetadataBundle:
-    """Graph, category embeddings and the per-split datasets of one --metadata_dir, loaded on demand."""
+    """Graph, category embeddings and the per-split datasets of one --metadata_dir, loaded once on demand.
 
-    def __init__(self, args: argparse.Namespace):
+    Every file is checked against the model's sizes (feature width, embedding width) as it is read.
+    """
+
+    def __init__(self, args: argparse.Namespace, config: SAMConfig):
         self.paths = cfg.metadata_paths(args)
         self.dataset = args.dataset
+        self.config = config
+        self.trust = args.trust_checkpoint
         self.graph = load_graph(self.paths.graph())
-        self.category_embeddings = load_category_embeddings(self.paths.category_embeddings(), self.graph)
+        self.category_embeddings = load_category_embeddings(self.paths.category_embeddings(), self.graph,
+                                                            config.embedding_dim, trust=self.trust)
         self._stores: dict[str, FeatureStore] = {}
+        self._datasets: dict[str, Any] = {}
 
     def store(self, split: str) -> FeatureStore:
         """Feature index of a split (row order per spec 3.4)."""
@@ -79,26 +87,38 @@ class MetadataBundle:
             emb = self.paths.embeddings(split)
             needs_listfile = self.dataset == "kinetics" or emb is None
             self._stores[split] = FeatureStore(self.paths.features(split), self.dataset, emb,
-                                               self.paths.listfile(split) if needs_listfile else None)
+                                               self.paths.listfile(split) if needs_listfile else None,
+                                               width=self.config.in_features,
+                                               embedding_dim=self.config.embedding_dim, trust=self.trust)
         return self._stores[split]
 
     def abstraction(self, split: str) -> CachedAbstractionDataset:
         """Train/val abstraction sets."""
-        return CachedAbstractionDataset(self.paths.sets(split), self.store(split), self.graph,
-                                        self.category_embeddings)
+        if split not in self._datasets:
+            self._datasets[split] = CachedAbstractionDataset(self.paths.sets(split), self.store(split), self.graph,
+                                                             self.category_embeddings)
+        return self._datasets[split]
 
     def ranking(self) -> CachedRankingDataset:
         """Human sets for set completion."""
-        return CachedRankingDataset(self.paths.sets("test"), self.store("test"))
+        if "ranking" not in self._datasets:
+            self._datasets["ranking"] = CachedRankingDataset(self.paths.sets("test"), self.store("test"))
+        return self._datasets["ranking"]
 
     def outlier(self) -> CachedOutlierDataset:
         """Human sets for odd-one-out."""
-        return CachedOutlierDataset(self.paths.sets("test"), self.store("test"))
+        if "outlier" not in self._datasets:
+            self._datasets["outlier"] = CachedOutlierDataset(self.paths.sets("test"), self.store("test"))
+        return self._datasets["outlier"]
 
 
 # ----------------------------------------------------------------------------------------------
 # The experiment
 # ----------------------------------------------------------------------------------------------
+
+class NonFiniteLossError(InputError):
+    """Training or validation produced a NaN/inf loss: stop before anything is saved from it."""
+
 
 class AbstractionEmbedding:
     """Trains and evaluates the SAM; names, logs and checkpoints follow the original (spec 2.4, 2.5)."""
@@ -114,16 +134,20 @@ class AbstractionEmbedding:
         self.log_dir = Path(args.log_dir) / sub
         self.checkpoint_dir = Path(args.checkpoint_dir) / sub
         self.output_dir = Path(args.output_dir) / sub
-        if info.is_main:
-            for d in (self.log_dir, self.checkpoint_dir, self.output_dir):
-                d.mkdir(parents=True, exist_ok=True)
+        self.evaluating = mode == "test" or args.evaluate
         if torch.cuda.is_available():
             torch.backends.cudnn.enabled = args.cudnn_enabled
             torch.backends.cudnn.benchmark = args.cudnn_benchmark
         seed_everything(args.seed)
-        self.meta = MetadataBundle(args)
+        # Every input is read and checked before anything is created or written (issue 11).
+        config = model_config(args)
+        self.meta = MetadataBundle(args, config)
         self.graph = self.meta.graph
-        self.model = build_model(args, self.graph).to(self.device)
+        if self.evaluating:
+            self.meta.abstraction("val"), self.meta.ranking(), self.meta.outlier()
+        else:
+            self.meta.abstraction("train"), self.meta.abstraction("val")
+        self.model = build_model(args, self.graph, config).to(self.device)
         self.optimizer = build_optimizer(args, self.model.parameters())
         self.schedule = build_schedule(args.lr_schedule, self.optimizer,
                                        args.num_epochs if mode == "train" else 100)
@@ -133,16 +157,23 @@ class AbstractionEmbedding:
         self.start_epoch = args.start_epoch
         self.global_step = 0
         self.skip_batches = 0
+        self.where = "before training"
         self.states = CheckpointManager(self.checkpoint_dir / f"{self.name}_state", keep_last=1)
         if args.resume:
             self._resume(Path(args.resume))
-        elif mode == "train" and not args.evaluate and self.checkpoint_path("checkpoint").exists():
+        elif not self.evaluating and self.checkpoint_path("checkpoint").exists():
             raise InputError(self.checkpoint_path("checkpoint"),
                              "a run of this name exists; pass --resume with it to continue, or another --exp_id")
+        elif self.evaluating:
+            LOG.warning("no --resume: evaluating randomly initialised weights")
+        if info.is_main:
+            for d in (self.log_dir, self.output_dir) if self.evaluating else (
+                    self.log_dir, self.checkpoint_dir, self.output_dir):
+                d.mkdir(parents=True, exist_ok=True)
         # find_unused_parameters: the kept ``linear`` parameter never receives a gradient (spec 9.17).
         self.ddp_model = wrap_model(self.model, info, find_unused_parameters=True)
         self.logger = AbstractionLogger(self.log_dir, self.name, append=bool(args.resume), enabled=info.is_main)
-        if mode == "test" or args.evaluate:
+        if self.evaluating:
             for flag in cfg.training_only_flags_given(args):
                 LOG.warning("%s has no effect when evaluating (it is a training flag)", flag)
         LOG.info("Starting experiment: %s", self.name)
@@ -159,8 +190,12 @@ class AbstractionEmbedding:
         LOG.info("=> loading checkpoint '%s'", path)
         full_state = self.states.latest() if path.name == f"{self.name}_checkpoint.pth.tar" else None
         if full_state is not None:
-            state = self.states.load(full_state, model=self.model, optimizer=self.optimizer,
-                                     scheduler=self.schedule, map_location=str(self.device))
+            try:
+                state = self.states.load(full_state, model=self.model, optimizer=self.optimizer,
+                                         scheduler=self.schedule, map_location=str(self.device))
+            except ScheduleMismatch as err:
+                raise InputError(full_state, f"{err}; pass the run's --lr_schedule to resume it",
+                                 field="scheduler") from None
             self.start_epoch = state.extra["epoch"]
             self.skip_batches = state.extra["batches_done"]
             self.best_acc1 = state.extra["best_acc1"]
@@ -170,10 +205,18 @@ class AbstractionEmbedding:
             return
         ckpt = read_original_checkpoint(path, trust=self.args.trust_checkpoint)
         load_state_dict_strict(self.model, convert_state_dict(ckpt["state_dict"]), strict=True, source=path)
-        if ckpt.get("optimizer") is not None and self.mode == "train":
-            self.optimizer.load_state_dict(ckpt["optimizer"])
+        restored = False
+        if ckpt.get("optimizer") is not None and not self.evaluating:
+            try:
+                self.optimizer.load_state_dict(ckpt["optimizer"])
+            except (ValueError, KeyError, TypeError) as err:
+                raise InputError(path, f"optimizer state does not fit --optimizer {self.args.optimizer} "
+                                       f"and this model ({err})", field="optimizer") from None
+            restored = True
         self.start_epoch = int(ckpt["epoch"])
         self.best_acc1 = float(ckpt["best_acc1"])
+        # Issue 12: an original checkpoint holds no schedule; put the schedule where the run left it.
+        self.schedule.align(self.start_epoch, restored)
         LOG.info("=> loaded checkpoint '%s' (epoch %d)", path, self.start_epoch)
         LOG.info("Best Acc@1: %s", self.best_acc1)
 
@@ -194,6 +237,12 @@ class AbstractionEmbedding:
             "abstr": self.criteria["abstr"](logits, labels) * self.weights["abstr"],
         }
         full = losses["embed"] + losses["abstr"]
+        if not torch.isfinite(full):
+            split = "train" if train else "val"
+            raise NonFiniteLossError(
+                self.meta.paths.sets(split), f"{split} loss is {full.item()} (embed {losses['embed'].item()}, "
+                f"abstr {losses['abstr'].item()}); stopped before saving anything from it "
+                "(check the features' scale and --lr)", record=self.where, field="loss")
         n = features.shape[0]
         for name, value in losses.items():
             meters[name].update(value.item(), n)
@@ -229,6 +278,7 @@ class AbstractionEmbedding:
                 bar.update(1)
                 continue
             meters["Data"].update(time.time() - end)
+            self.where = f"epoch {epoch} batch {i} (step {self.global_step + 1})"
             full = self.step(batch, meters, train=True)
             self.optimizer.zero_grad(set_to_none=True)
             full.backward()
@@ -267,6 +317,7 @@ class AbstractionEmbedding:
         end = time.time()
         for i, batch in enumerate(progress(loader, desc="validate", leave=False)):
             meters["Data"].update(time.time() - end)
+            self.where = f"validation after epoch {epoch} batch {i}" if epoch is not None else f"evaluation batch {i}"
             self.step(batch, meters, train=False)
             meters["Time"].update(time.time() - end)
             end = time.time()

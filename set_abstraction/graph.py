@@ -1,7 +1,6 @@
 """The semantic hierarchy: a networkx DAG over action classes read from the released node-link JSON."""
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ import networkx as nx
 import torch
 
 from common.errors import InputError
+from set_abstraction.files import load_json, load_vector_dict
 
 ROOT = "root"
 
@@ -114,12 +114,7 @@ def graph_to_node_link(graph: nx.DiGraph) -> dict[str, Any]:
 def load_graph(path: str | Path) -> AbstractionGraph:
     """Read a node-link JSON graph whose edge list is under ``links`` (release) or ``edges`` (nx>=3.4)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(path, "graph file not found") from None
-    except json.JSONDecodeError as err:
-        raise InputError(path, f"invalid JSON ({err})") from None
+    data = load_json(path)
     if not isinstance(data, Mapping) or "nodes" not in data:
         raise InputError(path, "not a node-link graph (no 'nodes' list)", field="nodes")
     # Spec 9.4 (F): networkx >= 3.4 defaults to 'edges'; the released files use 'links'.
@@ -140,22 +135,16 @@ def load_graph(path: str | Path) -> AbstractionGraph:
     return graph
 
 
-def load_category_embeddings(path: str | Path, graph: AbstractionGraph | None = None) -> dict[str, torch.Tensor]:
-    """Read ``{node_id: FloatTensor[300]}``; with a graph, check every node has one."""
-    from set_abstraction.data import load_pth
-
-    emb = load_pth(path)
-    if not isinstance(emb, Mapping):
-        raise InputError(path, f"expected a dict node_id -> tensor, got {type(emb).__name__}")
-    for key, value in emb.items():
-        if not isinstance(value, torch.Tensor) or value.dim() != 1:
-            raise InputError(path, "value must be a 1-D float tensor", record=key)
+def load_category_embeddings(path: str | Path, graph: AbstractionGraph | None = None, embedding_dim: int | None = None,
+                             trust: bool = False) -> dict[str, torch.Tensor]:
+    """Read ``{node_id: FloatTensor[300]}`` (finite, of the model's width); with a graph, check every node has one."""
+    emb = load_vector_dict(path, embedding_dim, "node", trust=trust)
     if graph is not None:
         missing = [n for n in graph.nodes if n not in emb]
         if missing:
             raise InputError(path, f"no embedding for {len(missing)} graph node(s), e.g. {missing[:3]}",
                              record=missing[0])
-    return dict(emb)
+    return emb
 
 
 def neighbourhood(graph: AbstractionGraph, nodes: Iterable[str]) -> nx.DiGraph:

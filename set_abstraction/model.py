@@ -6,6 +6,7 @@ Parameter names and layouts follow the released checkpoints (spec 4 and 6) so th
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from dataclasses import asdict, dataclass, field
@@ -15,6 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from common.errors import InputError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 
@@ -32,11 +35,31 @@ class SAMConfig:
 
     @classmethod
     def from_json(cls, name_or_path: str | Path) -> "SAMConfig":
-        """Read a config by name (model_configs/<name>.json) or path."""
+        """Read a config by name (model_configs/<name>.json) or path; unknown keys and bad values are refused."""
         path = Path(name_or_path)
         if not path.suffix:
             path = CONFIG_DIR / f"{name_or_path}.json"
-        return cls(**json.loads(path.read_text()))
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            known = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+            raise InputError(path, f"model config not found (names: {', '.join(known)}, or a JSON path)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InputError(path, f"invalid JSON ({err})") from None
+        if not isinstance(data, dict):
+            raise InputError(path, f"expected a JSON object of sizes, got {type(data).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        for key, value in data.items():
+            if key not in fields:
+                raise InputError(path, f"unknown key (known: {', '.join(sorted(fields))})", field=key)
+            if key == "scales":
+                ok = isinstance(value, list) and value and all(type(v) is int and v >= 1 for v in value)
+            else:
+                ok = type(value) is int and value >= 1
+            if not ok:
+                raise InputError(path, f"must be a positive int{' list' if key == 'scales' else ''}, got {value!r}",
+                                 field=key)
+        return cls(**data)
 
     def to_dict(self) -> dict:
         """Plain-dict form (for JSON and checkpoint metadata)."""

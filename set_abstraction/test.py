@@ -15,7 +15,7 @@ from set_abstraction.experiment import AbstractionEmbedding
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags and run the three evaluation tasks (test.py always evaluates)."""
-    args = cfg.parse_args(argv, prog="test.py", description=__doc__)
+    args = cfg.parse_args(argv, prog="test.py", description=__doc__, mode="test")
     args.evaluate = True
     info = init_distributed(device=args.device)
     try:
