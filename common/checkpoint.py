@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import random
 import re
 import shutil
@@ -26,11 +25,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import load_model as load_safetensors_model
 from safetensors.torch import save_model as save_safetensors_model
 
-from common.errors import InputError
+from common.safe_pickle import CheckpointError, torch_load
 
 WEIGHTS_NAME = "model.safetensors"
 STATE_NAME = "training_state.pt"
@@ -39,13 +39,20 @@ LATEST_NAME = "latest"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(InputError):
-    """A checkpoint file that cannot be read, is not trusted, or does not fit the model."""
-
-
 # --------------------------------------------------------------------------------------------
 # Atomic writes
 # --------------------------------------------------------------------------------------------
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _chmod_default(path: Path, directory: bool = False) -> None:
+    """Give a mkstemp/mkdtemp-made path the mode a plain open()/mkdir() would have (umask applied)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -61,6 +68,7 @@ def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        _chmod_default(Path(tmp))
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
@@ -237,6 +245,7 @@ class CheckpointManager:
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.directory, prefix=f".tmp-{final.name}-"))
         try:
+            _chmod_default(tmp, directory=True)
             save_safetensors_model(unwrap_model(model), str(tmp / WEIGHTS_NAME))
             state = {
                 "format": FORMAT_VERSION,
@@ -346,8 +355,9 @@ _DIR_WEIGHT_NAMES = (WEIGHTS_NAME, "pytorch_model.bin", "model.pth", "model.pt",
 def load_checkpoint_file(path: str | Path, trust: bool = False, map_location: str = "cpu") -> Any:
     """Read a ``.safetensors`` / ``.pth`` / ``.pth.tar`` / ``.bin`` / ``.pt`` file (or a directory holding one).
 
-    Pickles are read with ``torch.load(weights_only=True)``; one that needs full unpickling is
-    refused unless ``trust`` is set (scripts expose it as ``--trust_checkpoint``).
+    Pickles go through ``common.safe_pickle.torch_load``: weights-only first, then the restricted
+    unpickler (argparse Namespaces, numpy scalars and OmegaConf configs become plain data); a file
+    that asks for anything else is refused unless ``trust`` is set (scripts: ``--trust_checkpoint``).
     """
     path = Path(path)
     if path.is_dir():
@@ -360,19 +370,12 @@ def load_checkpoint_file(path: str | Path, trust: bool = False, map_location: st
     if not path.is_file():
         raise CheckpointError(path, "checkpoint file not found")
     if path.suffix == ".safetensors":
-        return load_safetensors(str(path), device=map_location)
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if not trust:
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise CheckpointError(
-                path, "needs full unpickling, which can run arbitrary code "
-                      f"({first_line}); pass --trust_checkpoint (trust=True) only if you trust its origin"
-            ) from None
-    except (RuntimeError, EOFError) as err:
-        raise CheckpointError(path, f"not a readable torch checkpoint ({err})") from None
-    return torch.load(path, map_location=map_location, weights_only=False)
+        try:
+            return load_safetensors(str(path), device=map_location)
+        except (SafetensorError, OSError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(path, f"not a readable safetensors file, truncated or corrupt ({first})") from None
+    return torch_load(path, trust=trust, map_location=map_location)
 
 
 def extract_state_dict(obj: Any, keys: Sequence[str] = ("state_dict", "model", "module")) -> dict[str, torch.Tensor]:

@@ -149,13 +149,14 @@ class CiderD:
         ref_len: float | None = None,
         n: int = 4,
         sigma: float = 6.0,
+        trust: bool = False,
     ):
         """``df``: None or "corpus" (df from the scored references), a mapping (with ``ref_len``, already
         logged), or a pickle path / name as in the original ``CiderD(n=4, sigma=6.0, df=cached_tokens)``."""
         self.n = n
         self.sigma = sigma
         if isinstance(df, (str, os.PathLike)) and str(df) != "corpus":
-            loaded = CiderD.from_pickle(df, n=n, sigma=sigma)
+            loaded = CiderD.from_pickle(df, n=n, sigma=sigma, trust=trust)
             df, ref_len = loaded.df, loaded.ref_len
         elif isinstance(df, str):
             df = None
@@ -165,8 +166,11 @@ class CiderD:
             raise ValueError("a precomputed document frequency needs its ref_len")
 
     @classmethod
-    def from_pickle(cls, path: str | os.PathLike, n: int = 4, sigma: float = 6.0) -> "CiderD":
-        """Load a ``coco-train-idxs.p``-style pickle: a full path, or a name resolved as ``data/<name>.p``."""
+    def from_pickle(cls, path: str | os.PathLike, n: int = 4, sigma: float = 6.0,
+                    trust: bool = False) -> "CiderD":
+        """Load a ``coco-train-idxs.p``-style pickle: a full path, or a name resolved as ``data/<name>.p``.
+
+        Read with ``common.safe_pickle``'s allow-list; ``trust`` allows full unpickling."""
         p = Path(path)
         if not p.is_file():
             alt = Path("data") / f"{path}.p"
@@ -174,11 +178,10 @@ class CiderD:
                 p = alt
             else:
                 raise InputError(path, f"document-frequency pickle not found (also tried {alt})")
-        with open(p, "rb") as f:
-            try:
-                data = pickle.load(f, encoding="latin1")
-            except Exception as err:  # a corrupt or foreign file: say which
-                raise InputError(p, f"not a readable pickle: {err}") from err
+        from common.safe_pickle import load_pickle  # torch is imported only when a df file is read
+
+        # latin1 as the original's loader: the released df pickles come from Python 2
+        data = load_pickle(p, trust=trust, encoding="latin1")
         if not isinstance(data, dict) or "document_frequency" not in data or "ref_len" not in data:
             raise InputError(p, "expected a dict with 'document_frequency' and 'ref_len'")
         df = data["document_frequency"]

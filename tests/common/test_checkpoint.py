@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import fractions
 import json
 import os
 import subprocess
@@ -135,13 +136,19 @@ def test_legacy_pickles_load_weights_only_and_untrusted_objects_are_refused(tmp_
     sd = remap_keys(extract_state_dict(loaded), strip_prefix="module.")
     assert load_state_dict_strict(_tiny(), sd).summary() == "loaded 4/4 keys"
 
-    # The originals pickled their argparse namespace next to the weights: outside the allowlist.
-    risky = tmp_path / "pytorch_model.bin"
-    torch.save({"state_dict": model.state_dict(), "args": argparse.Namespace(lr=0.1)}, risky)
+    # The originals pickled their argparse namespace next to the weights: plain data, loads untrusted.
+    with_args = tmp_path / "pytorch_model.bin"
+    torch.save({"state_dict": model.state_dict(), "args": argparse.Namespace(lr=0.1)}, with_args)
+    assert load_checkpoint_file(with_args)["args"].lr == 0.1
+
+    # Anything callable beyond the data allow-list needs --trust_checkpoint.
+    risky = tmp_path / "risky.bin"
+    torch.save({"state_dict": model.state_dict(), "when": fractions.Fraction(1, 3)}, risky)
     with pytest.raises(CheckpointError, match="--trust_checkpoint") as err:
         load_checkpoint_file(risky)
-    assert str(risky) in str(err.value) and "\n" not in str(err.value)
-    assert "state_dict" in load_checkpoint_file(risky, trust=True)
+    assert str(risky) in str(err.value) and "fractions.Fraction" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert load_checkpoint_file(risky, trust=True)["when"] == fractions.Fraction(1, 3)
 
 
 def test_missing_and_corrupt_files_are_clear_errors(tmp_path):
