@@ -20,6 +20,7 @@ from common.distributed import (all_reduce_mean, barrier, cleanup, get_logger, i
 from common.errors import InputError
 from visualcomet import data as vdata
 from visualcomet.model import VisualCometLMHead, load_pretrained, save_pretrained
+from visualcomet.optim import OriginalAdamW
 from visualcomet.tokenization import VisualCometTokenizer
 
 log = logging.getLogger("visualcomet.train")  # configured by get_logger() once the rank is known
@@ -102,6 +103,19 @@ def update_metrics(path: Path, values: dict[str, float]) -> None:
     atomic_write_json(path, current)
 
 
+def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """AdamW over two groups (weight decay on all but biases): transformers 2.4.1's rule unless --adamw torch."""
+    no_decay = ("bias", "LayerNorm.weight")  # GPT-2's LayerNorms are ln_*: only biases are exempt (as original)
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not any(nd in n for nd in no_decay)],
+         "weight_decay": args.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if any(nd in n for nd in no_decay)], "weight_decay": 0.0},
+    ]
+    if args.adamw == "torch":
+        return torch.optim.AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon)
+    return OriginalAdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon)
+
+
 def check_output_dir(args: argparse.Namespace) -> None:
     """The output directory must be empty unless --overwrite_output_dir or --resume."""
     out = Path(args.output_dir)
@@ -151,13 +165,7 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
     model = build_model(args, tokenizer, layout).to(device)
     model.zero_fill_visual_slots = not args.keep_unused_visual_slots
     model.train()
-    no_decay = ("bias", "LayerNorm.weight")  # GPT-2's LayerNorms are ln_*: only biases are exempt (as original)
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not any(nd in n for nd in no_decay)],
-         "weight_decay": args.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if any(nd in n for nd in no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon)
+    optimizer = build_optimizer(model, args)
     batch_size = args.per_gpu_train_batch_size
     steps_per_epoch = (len(train_ds) // info.world_size // batch_size) // args.gradient_accumulation_steps
     if steps_per_epoch == 0:

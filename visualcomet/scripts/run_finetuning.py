@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning_rate", type=float, default=5e-5, help="AdamW peak learning rate")
     p.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weight decay (biases exempt)")
     p.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon")
+    p.add_argument("--adamw", default="original", choices=["original", "torch"],
+                   help="'original': transformers 2.4.1's AdamW update as the original trained with (eps added to "
+                        "sqrt(v) before bias correction, weight decay after the step; visualcomet/optim.py); "
+                        "'torch': torch.optim.AdamW")
     p.add_argument("--max_grad_norm", type=float, default=1.0, help="global gradient-norm clip")
     p.add_argument("--num_train_epochs", type=float, default=5.0, help="epochs (int()-ed)")
     p.add_argument("--max_steps", type=int, default=-1, help=">0: exactly this many optimizer steps (overrides epochs;"
