@@ -8,15 +8,20 @@ and loads it strictly, for the retrieval stage (the 307 `clip.*` keys) and the c
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
-from common.checkpoint import KeyReport, extract_state_dict, load_checkpoint_file, load_state_dict_strict
+from common.checkpoint import (KeyReport, atomic_torch_save, extract_state_dict, load_checkpoint_file,
+                               load_state_dict_strict)
 from common.errors import InputError, run_cli
+from common.safe_pickle import CheckpointReadError, UnsafePickleError, add_trust_flag
 
 DEFAULT_KEY_FILE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "clip4idc_state_dict_keys.txt"
 # Original names that are the same tensor as another entry (spec 6): dropped on load, re-created on export.
@@ -169,21 +174,62 @@ def new_to_original(state_dict: dict) -> "OrderedDict[str, torch.Tensor]":
 
 
 # --- reading files ------------------------------------------------------------------------------
+def _read_torchscript(path: Path, trust: bool) -> "OrderedDict[str, torch.Tensor]":
+    """Tensors of an OpenAI TorchScript archive (ViT-B-32.pt) through `torch.jit.load`.
+
+    Its data.pkl is read by TorchScript's own C++ unpickler, which resolves no Python globals (a Python
+    pickle gadget fails to load); the only code it runs is a TorchScript `__setstate__` from the archive's
+    code/ directory, so an archive that defines one is refused unless `trust` (OpenAI's files have none)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            if bad is not None:
+                raise CheckpointReadError(path, f"corrupt TorchScript archive (member {bad} fails its CRC)")
+            if not trust:
+                for name in archive.namelist():
+                    if name.endswith(".py") and b"__setstate__" in archive.read(name):
+                        raise UnsafePickleError(path, f"TorchScript archive defines __setstate__ ({name}), code that "
+                                                      "loading would run; pass --trust_checkpoint only if you trust "
+                                                      "the file's origin")
+        return OrderedDict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise CheckpointReadError(path, f"truncated or corrupt TorchScript archive ({err})") from None
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointReadError(path, f"not a readable TorchScript archive ({first})") from None
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in n or n.startswith("code/") for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+
+
 def read_state_dict(path: str | Path, trust: bool = False) -> "OrderedDict[str, torch.Tensor]":
     """Tensors of a checkpoint file: an OpenAI TorchScript archive (ViT-B-32.pt), or whatever
     `common.checkpoint.load_checkpoint_file` reads (.safetensors; torch.save'd state dicts and resume files
-    ({'model': ...}) with weights_only unless `trust`)."""
-    import zipfile
-
+    ({'model': ...}) through common.safe_pickle: weights-only, then an allow-list, full unpickling only
+    with `trust`). An empty dict, a non-floating tensor or a NaN/inf value is an error."""
     path = Path(path)
-    if path.is_file() and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            if any("/code/" in n or n.startswith("code/") for n in zf.namelist()):
-                return OrderedDict(torch.jit.load(str(path), map_location="cpu").state_dict())
-    try:
-        return OrderedDict(extract_state_dict(load_checkpoint_file(path, trust=trust), keys=("model", "state_dict")))
-    except ValueError as err:
-        raise InputError(path, f"not a state dict of tensors ({err})") from None
+    if path.is_file() and zipfile.is_zipfile(path) and _is_torchscript(path):
+        sd = _read_torchscript(path, trust)
+    else:
+        try:
+            sd = OrderedDict(extract_state_dict(load_checkpoint_file(path, trust=trust), keys=("model", "state_dict")))
+        except ValueError as err:
+            raise CheckpointReadError(path, f"not a state dict of tensors ({err})") from None
+    if not sd:
+        raise CheckpointReadError(path, "holds no tensors")
+    for key, value in sd.items():
+        if key.rsplit(".", 1)[-1] in OPENAI_EXTRA or value.is_meta:
+            continue
+        if not value.is_floating_point():
+            raise CheckpointReadError(path, f"{value.dtype} tensor where weights are floating point", field=key)
+        if not bool(torch.isfinite(value).all()):
+            raise CheckpointReadError(path, "holds NaN or infinite values", field=key)
+    return sd
 
 
 def is_original_layout(state_dict: dict) -> bool:
@@ -192,18 +238,62 @@ def is_original_layout(state_dict: dict) -> bool:
                ".embeddings." not in k for k in state_dict)
 
 
-def to_model_layout(state_dict: dict) -> "OrderedDict[str, torch.Tensor]":
-    """State dict in this implementation's names whatever layout it came in."""
-    return original_to_new(state_dict) if is_original_layout(state_dict) else OrderedDict(state_dict)
+def to_model_layout(state_dict: dict, source: str | Path | None = None) -> "OrderedDict[str, torch.Tensor]":
+    """State dict in this implementation's names whatever layout it came in (ties of an original file that
+    differ are an InputError naming `source`)."""
+    if not is_original_layout(state_dict):
+        return OrderedDict(state_dict)
+    try:
+        return original_to_new(state_dict)
+    except ValueError as err:
+        raise CheckpointReadError(source or "state dict", str(err)) from None
+
+
+def read_model_state_dict(path: str | Path, trust: bool = False) -> "OrderedDict[str, torch.Tensor]":
+    """`read_state_dict` converted to this implementation's names."""
+    return to_model_layout(read_state_dict(path, trust=trust), source=path)
 
 
 def load_into(model: torch.nn.Module, state_dict: dict, strict: bool = True, source: str = "state dict") -> KeyReport:
     """Convert (if needed) and load `state_dict` into `model`, casting dtypes (fp16 originals into fp32 models);
     strict raises on any missing, unexpected or shape-mismatched key."""
-    sd = to_model_layout(state_dict)
+    sd = to_model_layout(state_dict, source=source)
     own = model.state_dict()
     cast = OrderedDict((k, v.to(own[k].dtype) if k in own else v) for k, v in sd.items())
     return load_state_dict_strict(model, cast, strict=strict, source=source)
+
+
+def original_fp16_names(state_dict: dict) -> list[str]:
+    """Original-layout names the original keeps in float16 (spec 5.6: CLIP's Conv/Linear/attention weights
+    and biases and both projections; 195 at the default configuration)."""
+    suffixes = ("attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj.weight", "attn.out_proj.bias",
+                "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias")
+    exact = ("clip.visual.conv1.weight", "clip.visual.conv2.weight", "clip.visual.proj", "clip.text_projection")
+    return [k for k in state_dict if k in exact or k.startswith("clip.") and k.endswith(suffixes)]
+
+
+def to_original_precision(state_dict: dict) -> "OrderedDict[str, torch.Tensor]":
+    """An original-layout state dict with the original's dtypes: `original_fp16_names` in float16, the rest
+    float32 (what the original's pytorch_model.bin.* files hold)."""
+    half = set(original_fp16_names(state_dict))
+    return OrderedDict((k, v.half() if k in half else v.float() if v.is_floating_point() else v)
+                       for k, v in state_dict.items())
+
+
+def save_state_dict(state_dict: dict, path: str | Path) -> Path:
+    """Write a state dict to `path` (.safetensors, else torch.save) through a temporary file and a rename."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        tensors = {k: v.contiguous().clone() for k, v in state_dict.items()}
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            save_file(tensors, str(tmp))
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return path
+    return atomic_torch_save(OrderedDict(state_dict), path)
 
 
 # --- the key-file check -------------------------------------------------------------------------
@@ -272,23 +362,25 @@ def main(argv=None) -> int:
     parser.add_argument("--input", help="checkpoint in the original layout (pytorch_model.bin.*) or OpenAI ViT-B-32.pt")
     parser.add_argument("--output", help="where to write the converted state dict (.safetensors or .bin)")
     parser.add_argument("--to-original", action="store_true", help="convert this implementation's layout back to the original")
-    parser.add_argument("--trust_checkpoint", action="store_true", help="allow full unpickling of --input")
+    parser.add_argument("--original_precision", action="store_true",
+                        help="with --to-original: store the 195 CLIP Conv/Linear/attention tensors in float16 and the "
+                             "rest in float32, as the original's files (default: keep the input's dtypes)")
+    add_trust_flag(parser)
     args = parser.parse_args(argv)
     if args.check_keys:
         return 0 if check_keys(args.check_keys, args.section) else 1
     if not (args.input and args.output):
         parser.error("give --check-keys FILE, or --input and --output")
+    if args.original_precision and not args.to_original:
+        parser.error("--original_precision needs --to-original")
     out = Path(args.output)
     if out.exists():
         raise InputError(out, "exists; refusing to overwrite")
     sd = read_state_dict(args.input, trust=args.trust_checkpoint)
-    converted = new_to_original(sd) if args.to_original else to_model_layout(sd)
-    if out.suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous().clone() for k, v in converted.items()}, str(out))
-    else:
-        torch.save(converted, out)
+    converted = new_to_original(sd) if args.to_original else to_model_layout(sd, source=args.input)
+    if args.original_precision:
+        converted = to_original_precision(converted)
+    save_state_dict(converted, out)
     print(f"wrote {len(converted)} tensors to {out}")
     return 0
 

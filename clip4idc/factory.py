@@ -10,8 +10,9 @@ import re
 from pathlib import Path
 
 
+from common.checkpoint import CheckpointKeyError
 from common.errors import InputError
-from clip4idc.convert import load_into, read_state_dict, to_model_layout
+from clip4idc.convert import load_into, read_model_state_dict
 from clip4idc.models import build_model, load_clip_config, load_decoder_config
 from clip4idc.models.precision import convert_weights_fp16
 from clip4idc.models.config import CLIP_NAMES, ClipConfig, DecoderConfig, clip_config_path, load_cross_initializer_range
@@ -21,17 +22,20 @@ OPENAI_FILES = {"ViT-B/32": "ViT-B-32.pt", "ViT-B/16": "ViT-B-16.pt"}
 logger = logging.getLogger("clip4idc")
 
 
+def openai_search_paths(name: str) -> list[Path]:
+    """Where an OpenAI CLIP file for `name` is looked for, in order: modules/ (cwd, package), ~/.cache/clip."""
+    fname = OPENAI_FILES.get(name)
+    if fname is None:
+        return []
+    return [base / fname for base in (Path.cwd() / "modules", Path(__file__).resolve().parent / "modules",
+                                      Path.home() / ".cache" / "clip")]
+
+
 def find_openai_weights(name: str) -> Path | None:
     """Local OpenAI CLIP file for `name`: the path itself, modules/<file> (cwd or package), ~/.cache/clip."""
     if os.path.isfile(name) and not name.endswith(".json"):
         return Path(name)
-    fname = OPENAI_FILES.get(name)
-    if fname is None:
-        return None
-    for base in (Path.cwd() / "modules", Path(__file__).resolve().parent / "modules", Path.home() / ".cache" / "clip"):
-        if (base / fname).is_file():
-            return base / fname
-    return None
+    return next((path for path in openai_search_paths(name) if path.is_file()), None)
 
 
 def infer_clip_config(sd: dict, intra_layers: int, linear_patch: str) -> ClipConfig:
@@ -65,30 +69,94 @@ def save_config_sidecar(directory: str | Path, clip_cfg: ClipConfig, decoder_cfg
 def read_config_sidecar(checkpoint: str | Path) -> dict | None:
     """The sidecar next to a checkpoint file (or in a checkpoint's parent directories), if any."""
     for parent in list(Path(checkpoint).resolve().parents)[:3]:
-        if (parent / CONFIG_SIDECAR).is_file():
-            return json.loads((parent / CONFIG_SIDECAR).read_text())
+        path = parent / CONFIG_SIDECAR
+        if path.is_file():
+            try:
+                side = json.loads(path.read_text())
+            except json.JSONDecodeError as err:
+                raise InputError(path, f"invalid JSON: {err.msg} (line {err.lineno})") from None
+            if not isinstance(side, dict) or not isinstance(side.get("clip"), dict):
+                raise InputError(path, "expected an object with the CLIP sizes", field="clip")
+            side["_path"] = str(path)
+            return side
     return None
 
 
+# Parameters of the pair encoder that OpenAI's CLIP does not have (spec 4.3): new in every run.
+PAIR_PARAMS = ("clip.visual.joint_positional_embedding", "clip.visual.bef_embedding", "clip.visual.aft_embedding",
+               "clip.visual.ln_mid.")
+
+
+def _clip_source(args, intra: int, patch: str, log: logging.Logger):
+    """(clip_cfg, OpenAI state dict or None, why there are no weights or None) from --pretrained_clip_name."""
+    name = args.pretrained_clip_name
+    if clip_config_path(name) is not None and name not in CLIP_NAMES:
+        return (load_clip_config(name, intra_layers=intra, linear_patch=patch), None,
+                f"--pretrained_clip_name {name} names a size configuration without weights")
+    weights = find_openai_weights(name)
+    if weights is not None:
+        clip_state = read_model_state_dict(weights, trust=getattr(args, "trust_checkpoint", False))
+        log.info("CLIP weights loaded from %s", weights)
+        try:
+            return infer_clip_config(clip_state, intra, patch), clip_state, None
+        except KeyError as err:
+            raise InputError(weights, "not an OpenAI CLIP state dict", field=str(err.args[0])) from None
+    if name in CLIP_NAMES:
+        searched = ", ".join(str(p) for p in openai_search_paths(name))
+        return (load_clip_config(name, intra_layers=intra, linear_patch=patch), None,
+                f"no {OPENAI_FILES[name]} found (searched {searched}; nothing is downloaded, spec 9.20)")
+    raise InputError(name, "unknown --pretrained_clip_name: use ViT-B/32, ViT-B/16, "
+                     "a config name from clip4idc/configs (e.g. tiny) or a local OpenAI .pt file")
+
+
+def load_init_model(model, path: str | Path, stage: str, partial: bool = False, trust: bool = False,
+                    log: logging.Logger = logger) -> set[str]:
+    """Load an --init_model file into `model` strictly; returns the names of the model tensors it set.
+
+    Two mismatches are the original's own recipe and are accepted, and logged: a stage-1 (retrieval)
+    file has no decoder at all when it starts stage 2, and a stage-2 file's decoder is not used by
+    stage 1. Anything else missing or left over is an error unless `partial` (--init_model_partial).
+    """
+    sd = read_model_state_dict(path, trust=trust)
+    own = model.state_dict()
+    expected_missing: set[str] = set()
+    if stage == "caption" and not any(k.startswith("decoder.") for k in sd):
+        expected_missing = {k for k in own if k.startswith("decoder.")}
+        log.info("--init_model %s holds no caption decoder (a stage-1 checkpoint): the decoder's %d tensors "
+                 "start from their initialisation, as in the original's IDC fine-tuning", path, len(expected_missing))
+    unused_decoder = [k for k in sd if k.startswith("decoder.")] if stage == "retrieval" else []
+    if unused_decoder:
+        log.info("--init_model %s holds a caption decoder (%d tensors), which the retrieval stage does not use",
+                 path, len(unused_decoder))
+        sd = {k: v for k, v in sd.items() if not k.startswith("decoder.")}
+    report = load_into(model, sd, strict=False, source=str(path))
+    if report.mismatched:
+        raise CheckpointKeyError(path, f"shape mismatch with the model: {report.details(limit=5)}")
+    missing = [k for k in report.missing if k not in expected_missing]
+    if (missing or report.unexpected) and not partial:
+        what = "; ".join(part for part in (f"missing {len(missing)}: {', '.join(missing[:5])}" if missing else "",
+                                           f"unexpected {len(report.unexpected)}: {', '.join(report.unexpected[:5])}"
+                                           if report.unexpected else "") if part)
+        raise CheckpointKeyError(path, f"does not fit the {stage} model ({what}); pass --init_model_partial to "
+                                       "load it anyway, leaving the missing tensors at their initialisation",
+                                 field=(missing or report.unexpected)[0])
+    log.info("Weights from %s: %d/%d loaded", path, report.loaded, report.total)
+    if missing:
+        log.warning("--init_model_partial: %d tensors of %s not in %s keep their initialisation: %s", len(missing),
+                    type(model).__name__, path, missing)
+    if report.unexpected:
+        log.warning("--init_model_partial: tensors of %s not used by %s: %s", path, type(model).__name__,
+                    report.unexpected)
+    return {k for k in own if k not in report.missing}
+
+
 def create_model(args, stage: str, log: logging.Logger = logger):
-    """(model, clip_cfg, decoder_cfg) from the flags: CLIP weights, then --init_model (checkpoint keys win)."""
+    """(model, clip_cfg, decoder_cfg) from the flags: CLIP weights, then --init_model (checkpoint keys win).
+
+    CLIP tensors that neither ViT-B-32.pt nor --init_model provides are an error unless
+    --random_clip_weights (the original downloads the OpenAI file; nothing is downloaded here)."""
     intra, patch = args.intra_num_hidden_layers, args.linear_patch
-    clip_state = None
-    if clip_config_path(args.pretrained_clip_name) is not None and args.pretrained_clip_name not in CLIP_NAMES:
-        clip_cfg = load_clip_config(args.pretrained_clip_name, intra_layers=intra, linear_patch=patch)
-    else:
-        weights = find_openai_weights(args.pretrained_clip_name)
-        if weights is not None:
-            clip_state = to_model_layout(read_state_dict(weights, trust=getattr(args, "trust_checkpoint", False)))
-            clip_cfg = infer_clip_config(clip_state, intra, patch)
-            log.info("CLIP weights loaded from %s", weights)
-        elif args.pretrained_clip_name in CLIP_NAMES:
-            clip_cfg = load_clip_config(args.pretrained_clip_name, intra_layers=intra, linear_patch=patch)
-            log.warning("no local %s found (modules/, ~/.cache/clip); CLIP weights are RANDOM (no download, "
-                        "spec 9.20)", OPENAI_FILES[args.pretrained_clip_name])
-        else:
-            raise InputError(args.pretrained_clip_name, "unknown --pretrained_clip_name: use ViT-B/32, ViT-B/16, "
-                             "a config name from clip4idc/configs (e.g. tiny) or a local OpenAI .pt file")
+    clip_cfg, clip_state, no_weights = _clip_source(args, intra, patch, log)
     decoder_cfg = load_decoder_config(args.decoder_model) if stage == "caption" else None
     init_range = load_cross_initializer_range(args.cross_model)
     for key, value in dataclasses.asdict(clip_cfg).items():
@@ -98,16 +166,20 @@ def create_model(args, stage: str, log: logging.Logger = logger):
         report = load_into(model, clip_state, strict=False, source="CLIP weights")
         log.info("CLIP weights: %d/%d tensors loaded; not in the file: %s", report.loaded, report.total,
                  [k for k in report.missing if k.startswith("clip.")])
+    loaded: set[str] = set()
     if args.init_model:
-        sd = read_state_dict(args.init_model, trust=getattr(args, "trust_checkpoint", False))
-        report = load_into(model, sd, strict=False, source=args.init_model)
-        if report.mismatched:
-            raise InputError(args.init_model, f"shape mismatch with the model: {report.details(limit=5)}")
-        log.info("Weights from %s: %d/%d loaded", args.init_model, report.loaded, report.total)
-        if report.missing:
-            log.info("Weights of %s not initialized from pretrained model: %s", type(model).__name__, report.missing)
-        if report.unexpected:
-            log.info("Weights from pretrained model not used in %s: %s", type(model).__name__, report.unexpected)
+        loaded = load_init_model(model, args.init_model, stage, partial=getattr(args, "init_model_partial", False),
+                                 trust=getattr(args, "trust_checkpoint", False), log=log)
+    if no_weights is not None:
+        random = [k for k in model.state_dict() if k.startswith("clip.") and k not in loaded
+                  and not k.startswith(PAIR_PARAMS)]
+        if random and not getattr(args, "random_clip_weights", False):
+            raise InputError(args.pretrained_clip_name, f"{no_weights}, and --init_model does not provide "
+                             f"{len(random)} CLIP tensors (e.g. {random[0]}): put the OpenAI file in one of those "
+                             "places, pass its path as --pretrained_clip_name, or pass --random_clip_weights to "
+                             "train from random CLIP weights", field="--pretrained_clip_name")
+        if random:
+            log.warning("%s: %d CLIP tensors are RANDOM (--random_clip_weights)", no_weights, len(random))
     if getattr(args, "faithful_fp16", False):
         log.info("faithful fp16: %d CLIP tensors cast to float16 (spec 5.6)", convert_weights_fp16(model))
     return model, clip_cfg, decoder_cfg
@@ -116,16 +188,22 @@ def create_model(args, stage: str, log: logging.Logger = logger):
 def model_from_checkpoint(path: str | Path, trust: bool = False, intra_layers: int | None = None,
                           decoder_model: str | None = None, device: str = "cpu"):
     """(caption model, max_words) rebuilt from a saved state dict (+ sidecar config when present)."""
-    sd = to_model_layout(read_state_dict(path, trust=trust))
+    sd = read_model_state_dict(path, trust=trust)
     side = read_config_sidecar(path)
     if side is not None:
-        clip_cfg = ClipConfig(**side["clip"])
+        try:
+            clip_cfg = ClipConfig(**side["clip"])
+            decoder_cfg = DecoderConfig(**side["decoder"]) if side.get("decoder") else None
+        except TypeError as err:
+            raise InputError(side["_path"], f"sizes do not fit this code ({err})") from None
         if intra_layers is not None:
             clip_cfg.intra_layers = intra_layers
-        decoder_cfg = DecoderConfig(**side["decoder"]) if side.get("decoder") else None
         max_words = side.get("max_words", 32)
     else:
-        clip_cfg = infer_clip_config(sd, intra_layers if intra_layers is not None else 9, "2d")
+        try:
+            clip_cfg = infer_clip_config(sd, intra_layers if intra_layers is not None else 9, "2d")
+        except KeyError as err:
+            raise CheckpointKeyError(path, "not a CLIP4IDC state dict (tensor missing)", field=str(err.args[0])) from None
         decoder_cfg = load_decoder_config(decoder_model or "decoder-base")
         max_words = 32
     if decoder_model is not None and side is not None and side.get("decoder") is None:

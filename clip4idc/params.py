@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from common.errors import InputError
+from common.safe_pickle import add_trust_flag
 
 # Flags the original parses but never reads: accepted at their default, refused otherwise.
 UNUSED = {
@@ -48,7 +49,13 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     a("--cross_model", type=str, default="cross-base", help="cross config (only initializer_range is used)")
     a("--decoder_model", type=str, default="decoder-base",
       help="decoder config: name in clip4idc/configs (decoder-base, decoder-tiny), a dir with decoder_config.json, or a JSON file")
-    a("--init_model", type=str, default=None, help="state dict to initialise from (original or this layout; non-strict)")
+    a("--init_model", type=str, default=None,
+      help="state dict to initialise from (original or this layout). [changed] Strict: every model tensor must be in "
+           "the file, except the caption decoder when stage 2 starts from a stage-1 file (logged); the original "
+           "loaded non-strictly")
+    a("--init_model_partial", action="store_true",
+      help="[new] load an --init_model that lacks model tensors or has extra ones (the original's non-strict load); "
+           "the tensors it lacks keep their initialisation and are listed in the log")
     a("--resume_model", type=str, default=None,
       help="resume: a resume/ directory (or step_* checkpoint) written by this code, restoring model, optimizer, "
            "RNG and epoch; or the original's {'epoch','optimizer_state_dict','loss'} file (model from --init_model)")
@@ -74,12 +81,20 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     a("--freeze_layer_num", type=int, default=0, help="freeze CLIP blocks below this index ([-1, 12]; -1 = none)")
     a("--linear_patch", type=str, default="2d", choices=["2d", "3d"], help="patchify with Conv2d or Conv3d")
     a("--pretrained_clip_name", type=str, default="ViT-B/32",
-      help="ViT-B/32 or ViT-B/16 (weights from modules/ViT-B-32.pt etc. when present, else random), an OpenAI "
-           ".pt path, or a config in clip4idc/configs (tiny)")
+      help="ViT-B/32 or ViT-B/16 (weights from ./modules/, clip4idc/modules/ or ~/.cache/clip/ ViT-B-32.pt etc.; "
+           "missing is an error unless --random_clip_weights), an OpenAI .pt path, or a size config in "
+           "clip4idc/configs (tiny; no weights)")
+    a("--random_clip_weights", action="store_true",
+      help="[new] allow CLIP tensors that neither the OpenAI file nor --init_model provides to start from random "
+           "weights (the original downloads ViT-B-32.pt instead; needed for size configs such as tiny)")
     if task == "caption":
         a("--gt_dir", type=str, default="gt", help="dir with {datatype}_total_change_captions_reformat.json "
           "(built from the data when missing)")
-        a("--beam_size", type=int, default=1, help="[new] beam size for decoding (1 = greedy, the original)")
+        a("--beam_size", type=int, default=1,
+          help="[new] beam size for decoding (1 = greedy, the original, whose beam search is hard-coded to 1)")
+        a("--length_penalty", type=float, default=0.0,
+          help="[new] with --beam_size > 1: pick the beam maximising log-prob / length**alpha over all beams once each "
+               "finished (0 = raw summed log-prob and stop when the top beam finished, which favours short captions)")
         a("--caption_metrics", type=str, default="Bleu,METEOR,ROUGE_L,CIDEr",
           help="[new] comma-separated coco-caption metrics to compute (METEOR needs Java)")
         a("--n_visualize", type=int, default=16, help="[new] pairs drawn as side-by-side PNGs (x2 on CLEVR: semantic + distractor) at the last epoch or --do_eval (0 = none)")
@@ -96,9 +111,12 @@ def build_parser(task: str) -> argparse.ArgumentParser:
       help="[new] evaluate and select the best epoch on val instead of test (spec 9.5)")
     a("--per_index_rng", action="store_true",
       help="[new] sample captions/distractors with a per-(seed, epoch, index) RNG, independent of workers (spec 9.24)")
-    a("--trust_checkpoint", action="store_true", help="[new] allow full unpickling of checkpoint files")
+    a("--save_original_precision", action="store_true",
+      help="[new] save pytorch_model.bin.{epoch} with the 195 CLIP Conv/Linear/attention tensors in float16 and the "
+           "rest in float32, as the original's files (default: the model's dtypes, float32 unless --faithful_fp16)")
     a("--bpe_path", type=str, default=None, help="[new] CLIP BPE vocabulary (default: the copy in this package)")
     a("--device", type=str, default=None, help="[new] cpu or cuda (default: cuda when available)")
+    add_trust_flag(p)
     return p
 
 
@@ -125,4 +143,6 @@ def check_args(args: argparse.Namespace, task: str) -> argparse.Namespace:
         raise InputError("--max_words", "must be >= 3")
     if getattr(args, "beam_size", 1) < 1:
         raise InputError("--beam_size", "must be >= 1")
+    if getattr(args, "length_penalty", 0.0) != 0.0 and getattr(args, "beam_size", 1) == 1:
+        raise InputError("--length_penalty", "only applies to beam search: also pass --beam_size > 1")
     return args

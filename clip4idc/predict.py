@@ -19,6 +19,7 @@ import torch
 
 from common.checkpoint import atomic_write_json
 from common.errors import InputError, run_cli
+from common.safe_pickle import add_trust_flag
 from clip4idc.data.images import load_image
 from clip4idc.decoding import decode_captions
 from clip4idc.factory import model_from_checkpoint
@@ -47,7 +48,7 @@ def read_pairs(path: str | Path) -> list[tuple[Path, Path]]:
 
 @torch.no_grad()
 def caption_pairs(model, pairs: list[tuple[Path, Path]], max_words: int, beam_size: int = 1, batch_size: int = 16,
-                  device: str = "cpu") -> list[str]:
+                  device: str = "cpu", length_penalty: float = 0.0) -> list[str]:
     """One generated caption per (before, after) image pair."""
     tokenizer = get_tokenizer()
     size = model.clip.cfg.image_resolution
@@ -56,7 +57,7 @@ def caption_pairs(model, pairs: list[tuple[Path, Path]], max_words: int, beam_si
         chunk = pairs[i : i + batch_size]
         bef = torch.from_numpy(np.concatenate([load_image(b, size) for b, _ in chunk])).to(device)
         aft = torch.from_numpy(np.concatenate([load_image(a, size) for _, a in chunk])).to(device)
-        out.extend(decode_captions(model, tokenizer, bef, aft, max_words, beam_size))
+        out.extend(decode_captions(model, tokenizer, bef, aft, max_words, beam_size, length_penalty))
     return out
 
 
@@ -68,15 +69,21 @@ def main(argv=None) -> int:
     p.add_argument("--after", help="'after' image of one pair")
     p.add_argument("--pairs", help="file listing 'BEFORE AFTER' image paths, one pair per line")
     p.add_argument("--beam_size", type=int, default=1, help="1 = greedy (the original's decoding)")
+    p.add_argument("--length_penalty", type=float, default=0.0,
+                   help="with --beam_size > 1: choose the beam maximising log-prob / length**alpha (0 = raw log-prob)")
     p.add_argument("--max_words", type=int, default=None, help="decoding length (default: from the checkpoint config, else 32)")
     p.add_argument("--intra_num_hidden_layers", type=int, default=None, help="per-image blocks (default: checkpoint config, else 9)")
     p.add_argument("--decoder_model", default=None, help="decoder config when the checkpoint has no clip4idc_config.json")
     p.add_argument("--output", help="also write [{before, after, caption}] to this JSON file (must not exist)")
     p.add_argument("--png_dir", help="write a side-by-side PNG per pair into this directory")
     p.add_argument("--batch_size", type=int, default=16, help="pairs per forward pass")
-    p.add_argument("--trust_checkpoint", action="store_true", help="allow full unpickling of --init_model")
+    add_trust_flag(p)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     a = p.parse_args(argv)
+    if a.beam_size < 1:
+        raise InputError("--beam_size", "must be >= 1")
+    if a.length_penalty != 0.0 and a.beam_size == 1:
+        raise InputError("--length_penalty", "only applies to beam search: also pass --beam_size > 1")
     if a.pairs and (a.before or a.after):
         p.error("give either --before/--after or --pairs")
     if a.pairs:
@@ -90,7 +97,8 @@ def main(argv=None) -> int:
     model, max_words = model_from_checkpoint(a.init_model, trust=a.trust_checkpoint,
                                              intra_layers=a.intra_num_hidden_layers, decoder_model=a.decoder_model,
                                              device=a.device)
-    captions = caption_pairs(model, pairs, a.max_words or max_words, a.beam_size, a.batch_size, a.device)
+    captions = caption_pairs(model, pairs, a.max_words or max_words, a.beam_size, a.batch_size, a.device,
+                             a.length_penalty)
     for (bef, aft), cap in zip(pairs, captions):
         print(cap if len(pairs) == 1 else f"{bef}\t{aft}\t{cap}")
     if a.output:

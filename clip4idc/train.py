@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import logging.handlers
 import math
 import os
 import sys
@@ -18,7 +19,8 @@ from common.checkpoint import CheckpointManager, atomic_torch_save, atomic_write
 from common.distributed import (barrier, cleanup, init_distributed, is_main_process, make_sampler, progress,
                                 seed_everything, wrap_model)
 from common.errors import InputError
-from clip4idc.convert import new_to_original
+from common.safe_pickle import torch_load
+from clip4idc.convert import new_to_original, to_original_precision
 from clip4idc.data import ClevrChange, Sampler, build_dataset
 from clip4idc.data.common import read_json
 from clip4idc.data.ier import SPLIT_FILES, ier_gt
@@ -33,8 +35,9 @@ from clip4idc.visualize import save_grid_png, save_pair_png
 LOGGER_NAME = "clip4idc"
 
 
-def setup_logging(output_dir: Path) -> logging.Logger:
-    """Console + log.txt handlers with the original's formats, on rank 0 (warnings elsewhere)."""
+def setup_logging() -> logging.Logger:
+    """Console handler with the original's format (INFO on rank 0, warnings elsewhere), plus a buffer that
+    `attach_log_file` hands to log.txt once the run's inputs are validated (a failed launch writes nothing)."""
     log = logging.getLogger(LOGGER_NAME)
     for handler in log.handlers:
         handler.close()
@@ -44,11 +47,21 @@ def setup_logging(output_dir: Path) -> logging.Logger:
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s -   %(message)s", datefmt="%m/%d/%Y %H:%M:%S"))
     log.addHandler(console)
-    if is_main_process():
-        handler = logging.FileHandler(output_dir / "log.txt")
-        handler.setFormatter(logging.Formatter("%(asctime)s:%(levelname)s: %(message)s"))
-        log.addHandler(handler)
+    log.addHandler(logging.handlers.MemoryHandler(capacity=1 << 30, flushLevel=logging.CRITICAL + 1))
     return log
+
+
+def attach_log_file(log: logging.Logger, output_dir: Path) -> None:
+    """Replace the setup buffer by output_dir/log.txt (rank 0; the original's file format), flushing it there."""
+    for handler in [h for h in log.handlers if isinstance(h, logging.handlers.MemoryHandler)]:
+        if is_main_process():
+            file_handler = logging.FileHandler(output_dir / "log.txt")
+            file_handler.setFormatter(logging.Formatter("%(asctime)s:%(levelname)s: %(message)s"))
+            handler.setTarget(file_handler)
+            handler.flush()
+            log.addHandler(file_handler)
+        log.removeHandler(handler)
+        handler.close()
 
 
 def _to_device(batch, device):
@@ -125,7 +138,14 @@ def load_gt(args, log) -> tuple[dict, str]:
     """(COCO GT dict, its path) from --gt_dir, or built from the data files when the file is missing."""
     path = Path(args.gt_dir) / f"{args.datatype}_total_change_captions_reformat.json"
     if path.is_file():
-        return read_json(path), str(path)
+        gt = read_json(path)
+        anns = gt.get("annotations") if isinstance(gt, dict) else None
+        if not isinstance(anns, list) or not anns:
+            raise InputError(path, "expected a COCO caption GT object with a non-empty list", field="annotations")
+        for i, ann in enumerate(anns):
+            if not isinstance(ann, dict) or not isinstance(ann.get("caption"), str) or "image_id" not in ann:
+                raise InputError(path, "expected {image_id, caption (a string)}", record=i, field="annotations")
+        return gt, str(path)
     if args.datatype == "clevr":
         gt = ClevrChange(args.data_path).gt()
     elif args.datatype == "spot" and (Path(args.data_path) / "test.json").is_file():
@@ -148,12 +168,12 @@ def generate(model, dataset, args, device, tokenizer) -> tuple[dict[str, str], l
         batch = _to_device(batch, device)
         bef, names = _images(batch[3]), batch[-1]
         aft = _images(batch[4])
-        caps = decode_captions(model, tokenizer, bef, aft, args.max_words, getattr(args, "beam_size", 1))
+        caps = decode_captions(model, tokenizer, bef, aft, args.max_words, args.beam_size, args.length_penalty)
         sem.update(zip(names, caps))
         n_caps = None
         if args.datatype == "clevr":
             nsc = _images(batch[5])
-            n_caps = decode_captions(model, tokenizer, bef, nsc, args.max_words, getattr(args, "beam_size", 1))
+            n_caps = decode_captions(model, tokenizer, bef, nsc, args.max_words, args.beam_size, args.length_penalty)
             dis.update((n + "_n", c) for n, c in zip(names, n_caps))
         for i in range(len(names)):
             if len(vis) >= 2 * getattr(args, "n_visualize", 0):
@@ -184,13 +204,15 @@ def write_visuals(model, vis: list[dict], refs: dict[str, list[str]], out_dir: P
     return paths
 
 
-def eval_caption(model, dataset, args, device, tokenizer, log, tag: str) -> dict[str, float]:
-    """Decode, write hyp_ep_{tag}.json, score via common.metrics (+ CLEVR per-type), write PNGs."""
+def eval_caption(model, dataset, args, device, tokenizer, log, tag: str,
+                 gt: tuple[dict, str] | None = None) -> dict[str, float]:
+    """Decode, write hyp_ep_{tag}.json, score via common.metrics (+ CLEVR per-type), write PNGs.
+    `gt` is load_gt's (dict, path), read here when not given."""
     out = Path(args.output_dir)
+    gt, gt_path = gt if gt is not None else load_gt(args, log)
     hyps, vis = generate(model, dataset, args, device, tokenizer)
     hyp_path = out / f"hyp_ep_{tag}.json"
     atomic_write_json(hyp_path, [{"caption": c, "image_id": i} for i, c in hyps.items()])
-    gt, gt_path = load_gt(args, log)
     metrics = [m.strip() for m in args.caption_metrics.split(",") if m.strip()]
     scores = score_captions(hyps, gt, metrics, gt_path)
     log.info(">>>  BLEU_1: %.4f, BLEU_2: %.4f, BLEU_3: %.4f, BLEU_4: %.4f", *(scores.get(f"Bleu_{n}", float("nan")) for n in range(1, 5)))
@@ -219,13 +241,32 @@ def _effective_parameters(args, log) -> None:
         log.info("  <<< %s: %s", key, getattr(args, key))
 
 
-def _check_output_dir(args) -> Path:
+def _check_output_dir(args, task: str) -> Path:
+    """The output directory, refused (before anything is written) when the run would overwrite results."""
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.do_train and not args.resume_model and CheckpointManager(out / "resume").latest() is not None:
-        raise InputError(out, "already holds a training run; pass --resume_model "
-                              f"{out / 'resume'} to continue it, or choose another --output_dir")
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a directory", field="--output_dir")
+    if args.do_train and not args.resume_model and out.is_dir():
+        if CheckpointManager(out / "resume").latest() is not None:
+            raise InputError(out, "already holds a training run; pass --resume_model "
+                                  f"{out / 'resume'} to continue it, or choose another --output_dir")
+        taken = sorted(p.name for p in out.glob("pytorch_model.bin.*"))
+        if taken:
+            raise InputError(out / taken[0], "exists; a new training run would overwrite it (choose another "
+                                             "--output_dir)", field="--output_dir")
+    if not args.do_train and task == "caption" and (out / "hyp_ep_eval.json").exists():
+        raise InputError(out / "hyp_ep_eval.json", "exists; refusing to overwrite (choose another --output_dir)")
     return out
+
+
+def split_file(args, subset: str) -> Path:
+    """The data file that lists the items of `subset` (named in errors about the split)."""
+    root = Path(args.data_path)
+    if args.datatype == "clevr":
+        return root / "splits.json"
+    if args.datatype == "spot":
+        return root / f"reformat_{subset}.json"
+    return root / SPLIT_FILES[subset]
 
 
 def seeding_enabled(args, task: str) -> bool:
@@ -241,8 +282,8 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
     device = info.device
     if args.fp16 and device.type != "cuda":
         raise InputError("--fp16", "float16 autocast needs CUDA; use --bf16 on CPU")
-    out = _check_output_dir(args)
-    log = setup_logging(out)
+    out = _check_output_dir(args, task)
+    log = setup_logging()
     for name in ("world_size", "rank", "n_gpu", "local_rank"):
         if getattr(args, name) not in (0, 1) or name == "local_rank" and args.local_rank != info.local_rank:
             log.info("--%s=%s is overwritten from the launcher", name, getattr(args, name))
@@ -265,8 +306,6 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
     for name in frozen:
         print(name)
     model.to(device)
-    if is_main_process():
-        save_config_sidecar(out, clip_cfg, decoder_cfg, args.max_words)
 
     sampler = Sampler(per_index=args.per_index_rng, seed=args.seed)
     size = clip_cfg.image_resolution  # spec 9.23 fix: loaders resize to the model's resolution
@@ -282,6 +321,25 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
         log.info("  Num examples = %d", len(eval_set))
         log.info("  Batch size = %d", args.batch_size_val)
         log.info("  Num steps = %d", math.ceil(len(eval_set) / args.batch_size_val))
+        if len(eval_set) == 0:
+            raise InputError(split_file(args, eval_subset), f"the {eval_subset} split holds no items: nothing to "
+                             "evaluate", field=eval_subset)
+    train_set = dataset("train") if args.do_train else None
+    per_process = args.batch_size // info.world_size
+    if train_set is not None and len(train_set) < per_process:
+        raise InputError(split_file(args, "train"), f"the train split holds {len(train_set)} items, fewer than "
+                         f"one batch ({per_process} per process)", field="train")
+
+    gt = load_gt(args, log) if task == "caption" and eval_set is not None else None
+
+
+    def open_outputs():
+        """Called once the inputs are validated: from here on the run writes into the output directory."""
+        if is_main_process():
+            out.mkdir(parents=True, exist_ok=True)
+        attach_log_file(log, out)
+        if is_main_process():
+            save_config_sidecar(out, clip_cfg, decoder_cfg, args.max_words)
 
     metric_names = [m.strip() for m in getattr(args, "caption_metrics", "").split(",") if m.strip()]
     score_name = "R1" if task == "retrieval" else "CIDEr" if "CIDEr" in metric_names else \
@@ -291,22 +349,19 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
         if task == "retrieval":
             m = eval_retrieval(model, eval_set, args, device, log)
             return m, m["R1"]
-        m = eval_caption(model, eval_set, args, device, tokenizer, log, tag)
+        m = eval_caption(model, eval_set, args, device, tokenizer, log, tag, gt)
         return m, m[score_name] if score_name in m else 0.0
 
     if not args.do_train:
+        open_outputs()
         metrics = {}
         if is_main_process():
-            if task == "caption" and (out / "hyp_ep_eval.json").exists():
-                raise InputError(out / "hyp_ep_eval.json", "exists; refusing to overwrite (choose another --output_dir)")
             metrics, _ = evaluate("eval")
             atomic_write_json(out / "eval_metrics.json", metrics)
         barrier()
         cleanup()
         return metrics
 
-    train_set = dataset("train")
-    per_process = args.batch_size // info.world_size
     train_sampler = make_sampler(train_set, shuffle=True, seed=0, drop_last=True)
     loader = DataLoader(train_set, batch_size=per_process, sampler=train_sampler, drop_last=True,
                         num_workers=args.num_thread_reader, pin_memory=False)
@@ -319,6 +374,7 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
     start_epoch, global_step, best_score, best_file, stale = 0, 0, 0.00001, "", 0
     if args.resume_model:
         start_epoch, global_step, best_score, best_file, stale = _resume(args, model, optimizer, scaler, manager, log)
+    open_outputs()
     ddp = wrap_model(model, info, find_unused_parameters=True)
     log.info("***** Running training *****")
     log.info("  Num examples = %d", len(train_set))
@@ -365,7 +421,10 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
         score = None
         if is_main_process():
             model_file = out / f"pytorch_model.bin.{epoch}"
-            atomic_torch_save(new_to_original(model.state_dict()), model_file)
+            weights = new_to_original(model.state_dict())
+            if args.save_original_precision:
+                weights = to_original_precision(weights)
+            atomic_torch_save(weights, model_file)
             log.info("Model saved to %s", model_file)
             last_metrics, score = evaluate(str(epoch))
             if best_score <= score:
@@ -405,10 +464,14 @@ def _resume(args, model, optimizer, scaler, manager, log) -> tuple[int, int, flo
         extra = state.extra
         log.info("Resumed from %s (epoch %d, step %d)", target, state.epoch, state.step)
         return state.epoch + 1, state.step, extra.get("best_score", 0.00001), extra.get("best_file", ""), extra.get("stale", 0)
-    obj = torch.load(path, map_location="cpu", weights_only=not args.trust_checkpoint)
+    obj = torch_load(path, trust=args.trust_checkpoint)
     if not isinstance(obj, dict) or "optimizer_state_dict" not in obj or "epoch" not in obj:
         raise InputError(path, "not a resume checkpoint (expected a resume/ directory or {'epoch', "
                                "'optimizer_state_dict', 'loss'})")
-    optimizer.load_state_dict(obj["optimizer_state_dict"])
+    try:
+        optimizer.load_state_dict(obj["optimizer_state_dict"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise InputError(path, f"optimizer state does not fit this model's parameter groups ({err})",
+                         field="optimizer_state_dict") from None
     log.info("Resumed optimizer from %s (original format; model weights come from --init_model)", path)
     return int(obj["epoch"]) + 1, 0, 0.00001, "", 0

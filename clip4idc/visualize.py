@@ -86,6 +86,7 @@ def main(argv=None) -> int:
 
     import torch
 
+    from common.safe_pickle import add_trust_flag
     from clip4idc.data import build_dataset
     from clip4idc.decoding import decode_captions
     from clip4idc.factory import model_from_checkpoint
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
     p.add_argument("--index", type=int, nargs="+", default=[0], help="item indices (the original used item 0)")
     p.add_argument("--max_words", type=int, default=None, help="decoding length (default: checkpoint config)")
     p.add_argument("--output_dir", default="vis", help="where the PNGs go")
-    p.add_argument("--trust_checkpoint", action="store_true", help="allow full unpickling of --init_model")
+    add_trust_flag(p)
     a = p.parse_args(argv)
     model, max_words = model_from_checkpoint(a.init_model, trust=a.trust_checkpoint)
     tokenizer = get_tokenizer()
