@@ -1,0 +1,4 @@
+"""``python -m vlpapers`` == the ``vlpapers`` console script."""
+from vlpapers.cli import main
+
+raise SystemExit(main())
