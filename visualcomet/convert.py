@@ -20,6 +20,7 @@ import torch
 
 from common.checkpoint import compare_keys, load_checkpoint_file, load_state_dict_strict, remap_keys
 from common.errors import InputError, run_cli
+from common.safe_pickle import add_trust_flag
 
 DEFAULT_KEYS_FILE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "visualcomet_state_dict_keys.txt"
 DROPPED = (r"^transformer\.h\.\d+\.attn\.bias$", r"^transformer\.h\.\d+\.attn\.masked_bias$")
@@ -133,8 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "the documented --use_bbox / --no_subject_ids variants")
     parser.add_argument("--src", help="original pytorch_model.bin (or its directory, with config.json)")
     parser.add_argument("--dst", help="output directory for the converted model")
-    parser.add_argument("--trust_checkpoint", action="store_true",
-                        help="allow full unpickling of the source file (only for files you trust)")
+    add_trust_flag(parser)
     args = parser.parse_args(argv)
     if args.check_keys is None and not (args.src and args.dst):
         parser.error("give --check-keys FILE or both --src and --dst")

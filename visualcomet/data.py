@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from common.errors import InputError
+from common.safe_pickle import load_pickle
 from visualcomet.tokenization import EOT, NUM_PERSON_TAGS, RELATION_TOKENS, VisualCometTokenizer
 
 log = logging.getLogger("visualcomet.data")
@@ -300,24 +301,42 @@ def load_metadata(path: str) -> dict[str, Any]:
     return meta
 
 
+def check_features(img: Any, objs: Any, source: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 (D,) image and (N, D) object features, refusing non-float, empty, mis-shaped or non-finite values."""
+    out = []
+    for field, value, ndim in (("image_features", img, 1), ("object_features", objs, 2)):
+        arr = np.asarray(value)
+        if arr.dtype.kind != "f":
+            raise InputError(source, f"expected floating-point features, got dtype {arr.dtype}", field=field)
+        if arr.ndim != ndim or arr.shape[-1] == 0:
+            want = "(D,)" if ndim == 1 else "(N, D)"
+            raise InputError(source, f"shape {arr.shape} is not {want} with D > 0", field=field)
+        if not np.isfinite(arr).all():
+            raise InputError(source, f"{int((~np.isfinite(arr)).sum())} non-finite values (NaN/inf)", field=field)
+        out.append(arr.astype(np.float32, copy=False))
+    if out[1].shape[1] != out[0].shape[0]:
+        raise InputError(source, f"width {out[1].shape[1]} differs from image_features' {out[0].shape[0]}",
+                         field="object_features")
+    return out[0], out[1]
+
+
 @lru_cache(maxsize=1024)
-def load_features(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(image_features (D,), object_features (N, D)) float32 from a feature pickle (spec 3.5)."""
+def load_features(path: str, trust: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(image_features (D,), object_features (N, D)) float32 from a feature pickle (spec 3.5).
+
+    The pickle is read with the restricted unpickler of ``common.safe_pickle`` (numpy arrays and containers only);
+    ``trust`` (``--trust_checkpoint``) allows full unpickling.
+    """
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "feature pickle not found (set --vcr_features_dir or VCR_FEATURES_DIR)")
-    with open(p, "rb") as f:
-        obj = pickle.load(f)
+    obj = load_pickle(p, trust=trust)
     if not isinstance(obj, dict):
         raise InputError(p, "expected a dict with image_features and object_features")
     for field in ("image_features", "object_features"):
         if field not in obj:
             raise InputError(p, "missing", field=field)
-    img = np.asarray(obj["image_features"], dtype=np.float32)
-    objs = np.asarray(obj["object_features"], dtype=np.float32)
-    if img.ndim != 1 or objs.ndim != 2 or objs.shape[1] != img.shape[0]:
-        raise InputError(p, f"shapes {img.shape} / {objs.shape} are not (D,) / (N, D)", field="object_features")
-    return img, objs
+    return check_features(obj["image_features"], obj["object_features"], p)
 
 
 def make_mask(size: int, box: list[float], polygons: list) -> np.ndarray:
@@ -346,15 +365,21 @@ def select_detections(person2name: dict[str, str], names: list[str], use_all_det
 
 
 def visual_inputs(record: dict[str, Any], tokenizer: VisualCometTokenizer, images_dir: str | os.PathLike,
-                  features_dir: str | os.PathLike, use_all_dets: bool = False,
-                  with_masks: bool = False) -> dict[str, torch.Tensor]:
-    """Per-example visual tensors of spec 4.4 (image first with <|det0|>, then the selected detections, 15 slots)."""
+                  features_dir: str | os.PathLike, use_all_dets: bool = False, with_masks: bool = False,
+                  trust: bool = False, feature_dim: int | None = None) -> dict[str, torch.Tensor]:
+    """Per-example visual tensors of spec 4.4 (image first with <|det0|>, then the selected detections, 15 slots).
+
+    ``feature_dim`` (the model's ``config.feature_dim``) is checked against the pickle's feature width.
+    """
     meta = load_metadata(str(Path(images_dir) / record["metadata_fn"]))
-    img_feat, obj_feats = load_features(str(Path(features_dir) / f"{image_id(record['img_fn'])}.pkl"))
+    feat_file = Path(features_dir) / f"{image_id(record['img_fn'])}.pkl"
+    img_feat, obj_feats = load_features(str(feat_file), trust)
+    if feature_dim is not None and img_feat.shape[0] != feature_dim:
+        raise InputError(feat_file, f"feature width {img_feat.shape[0]} but the model expects {feature_dim} "
+                                    "(config feature_dim)", field="image_features")
     if obj_feats.shape[0] != len(meta["names"]):
-        raise InputError(Path(features_dir) / f"{image_id(record['img_fn'])}.pkl",
-                         f"{obj_feats.shape[0]} object feature rows but {len(meta['names'])} metadata objects",
-                         field="object_features")
+        raise InputError(feat_file, f"{obj_feats.shape[0]} object feature rows but {len(meta['names'])} metadata "
+                                    "objects", field="object_features")
     return visual_tensors(record, tokenizer, meta, img_feat, obj_feats, use_all_dets, with_masks,
                           source=Path(images_dir) / record["metadata_fn"])
 
@@ -410,14 +435,16 @@ class DataPaths:
     data_dir: Path
     images_dir: Path
     features_dir: Path
+    trust: bool = False  # --trust_checkpoint: full unpickling of feature pickles and dataset caches
 
     @classmethod
-    def resolve(cls, data_dir: str, images_dir: str | None = None, features_dir: str | None = None) -> "DataPaths":
+    def resolve(cls, data_dir: str, images_dir: str | None = None, features_dir: str | None = None,
+                trust: bool = False) -> "DataPaths":
         """Options first, then VCR_IMAGES_DIR / VCR_FEATURES_DIR, then <data_dir>/vcr1images and <data_dir>/features."""
         d = resolve_data_dir(data_dir)
         images = images_dir or os.environ.get("VCR_IMAGES_DIR") or str(d / "vcr1images")
         feats = features_dir or os.environ.get("VCR_FEATURES_DIR") or str(d / "features")
-        return cls(d, Path(images), Path(feats))
+        return cls(d, Path(images), Path(feats), trust)
 
 
 def tokenizer_fingerprint(tokenizer: VisualCometTokenizer) -> str:
@@ -435,11 +462,10 @@ def cache_path(cache_dir: Path, kind: str, settings: dict[str, Any], files: list
     return cache_dir / name
 
 
-def cached(path: Path, build: Callable[[], Any], overwrite: bool = False) -> Any:
-    """Load ``path`` if present (and not ``overwrite``), else build and pickle it."""
+def cached(path: Path, build: Callable[[], Any], overwrite: bool = False, trust: bool = False) -> Any:
+    """Load ``path`` if present (and not ``overwrite``) with the restricted unpickler, else build and pickle it."""
     if path.is_file() and not overwrite:
-        with open(path, "rb") as f:
-            return pickle.load(f)
+        return load_pickle(path, trust=trust)
     value = build()
     path.parent.mkdir(parents=True, exist_ok=True)  # --cache_dir is created (pitfall 19)
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -454,10 +480,10 @@ class VCGDataset(Dataset):
 
     def __init__(self, records: list[dict[str, Any]], examples: list[list[int]], labels: list[list[int]] | None,
                  tokenizer: VisualCometTokenizer, paths: DataPaths, include_image: bool = True,
-                 use_all_dets: bool = False):
+                 use_all_dets: bool = False, feature_dim: int | None = None):
         self.records, self.examples, self.labels = records, examples, labels
         self.tokenizer, self.paths = tokenizer, paths
-        self.include_image, self.use_all_dets = include_image, use_all_dets
+        self.include_image, self.use_all_dets, self.feature_dim = include_image, use_all_dets, feature_dim
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -468,7 +494,7 @@ class VCGDataset(Dataset):
             item["labels"] = torch.tensor(self.labels[i], dtype=torch.long)
         if self.include_image:
             item.update(visual_inputs(self.records[i], self.tokenizer, self.paths.images_dir, self.paths.features_dir,
-                                      self.use_all_dets))
+                                      self.use_all_dets, trust=self.paths.trust, feature_dim=self.feature_dim))
         return item
 
 
@@ -495,6 +521,9 @@ def build_finetune_data(paths: DataPaths, tokenizer: VisualCometTokenizer, max_s
                         high, NUM_PERSON_TAGS)
         need_train = layout is None or "train" in splits
         train_records = finetune_records(load_annotations(files["train"], "train")) if need_train else []
+        if need_train and not train_records:
+            raise InputError(files["train"], "no inference sentences to train on (empty annotation list or no "
+                                             "intent/before/after entries)")
         lay = layout
         if lay is None:
             e, p, i = segment_lengths(train_records, tokenizer)
@@ -502,13 +531,17 @@ def build_finetune_data(paths: DataPaths, tokenizer: VisualCometTokenizer, max_s
         data = {}
         for s in splits:
             recs = train_records if s == "train" else finetune_records(load_annotations(files[s], s))
+            if not recs:
+                raise InputError(files[s], "no inference sentences to train or evaluate on (empty annotation list "
+                                           "or no intent/before/after entries)")
             enc = [encode_record(r, tokenizer, lay, mode, include_text) for r in recs]
             data[s] = ([e for e, _ in enc], [lab for _, lab in enc], recs)
         return {"num_max_boxes": NUM_MAX_BOXES, "max_image": MAX_IMAGE, "max_event": lay.max_event,
                 "max_place": lay.max_place, "max_inference": lay.max_inference, "max_seq_len": max_seq_len,
                 "data": data}
 
-    cache = cached(path, build, overwrite_cache)
+    cache = cached(path, build, overwrite_cache, paths.trust)
+    check_cache(path, cache, splits, labelled=True)
     lay = Layout(cache["max_event"], cache["max_place"], cache["max_inference"], max_seq_len)
     return lay, cache["data"]
 
@@ -527,9 +560,28 @@ def build_generation_data(paths: DataPaths, tokenizer: VisualCometTokenizer, lay
     def build() -> tuple[list[list[int]], list[dict[str, Any]]]:
         """Encode the prompts (runs only on a cache miss)."""
         recs = generation_records(load_annotations(files[split], split))
+        if not recs:
+            raise InputError(files[split], "no annotations to generate for (empty list)")
         return [encode_record(r, tokenizer, layout, include_text=include_text, generation=True)[0] for r in recs], recs
 
-    return cached(path, build, overwrite_cache)
+    cache = cached(path, build, overwrite_cache, paths.trust)
+    check_cache(path, {"data": {split: cache}}, (split,), labelled=False)
+    return cache
+
+
+def check_cache(path: Path, cache: Any, splits: tuple[str, ...], labelled: bool) -> None:
+    """A dataset cache read back must hold, per split, equally long lists of examples (, labels) and records."""
+    header = ("max_event", "max_place", "max_inference") if labelled else ()
+    if not isinstance(cache, dict) or not isinstance(cache.get("data"), dict) or any(
+            not isinstance(cache.get(k), int) for k in header):
+        raise InputError(path, "not a dataset cache of this version; rerun with --overwrite_cache")
+    for split in splits:
+        entry = cache["data"].get(split)
+        width = 3 if labelled else 2
+        if not (isinstance(entry, (tuple, list)) and len(entry) == width and all(isinstance(x, list) for x in entry)
+                and len({len(x) for x in entry}) == 1 and entry[0]):
+            raise InputError(path, "not a dataset cache of this version (or an empty one); rerun with "
+                                   "--overwrite_cache", field=split)
 
 
 def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

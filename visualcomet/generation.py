@@ -294,7 +294,7 @@ def generate_split(model: VisualCometLMHead, tokenizer: Any, paths: Any, split: 
     examples, records = vdata.build_generation_data(paths, tokenizer, layout, split, include_text, cache_dir,
                                                     cache_postfix, overwrite_cache)
     keep = [i for i, r in enumerate(records) if r["inference_relation"] in relations]
-    ds = vdata.VCGDataset(records, examples, None, tokenizer, paths, include_image, use_all_dets)
+    ds = vdata.VCGDataset(records, examples, None, tokenizer, paths, include_image, use_all_dets, model.feature_dim)
     e_in = tokenizer.convert_tokens_to_ids("<|e_in|>")
     length = min(length, model.config.n_positions) if length >= 0 else model.config.n_positions
     generator = torch.Generator(device=device).manual_seed(seed) if shared_stream else None

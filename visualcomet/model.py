@@ -71,6 +71,11 @@ class VisualCometLMHead(GPT2LMHeadModel):
         # Pitfall 5 (O): the original zero-fills unused slots up to the batch maximum; False keeps wte[<eot>].
         self.zero_fill_visual_slots = True
 
+    @property
+    def feature_dim(self) -> int:
+        """Width of the RoI features the visual projection takes."""
+        return self.transformer.detector.obj_downsample[1].in_features
+
     def _init_visual(self, module: nn.Module) -> None:
         std = self.config.initializer_range
         for m in module.modules():
@@ -210,11 +215,13 @@ def resolve_model_dir(name: str | os.PathLike) -> Path:
 
 def load_pretrained(directory: str | os.PathLike, config_name: str | None = None, trust: bool = False,
                     require_weights: bool = False, overrides: dict[str, Any] | None = None,
-                    vocab_size: int | None = None) -> tuple[VisualCometLMHead, bool]:
+                    vocab_size: int | None = None,
+                    allow_plain_gpt2: bool = False) -> tuple[VisualCometLMHead, bool]:
     """Build the model from a checkpoint directory (released 2.4.1 layout or ours); returns (model, weights_loaded).
 
-    A plain GPT-2 directory (no visual keys) loads its GPT-2 weights, initialises the visual modules and resizes the
-    vocabulary to ``vocab_size``. A directory holding only config + tokenizer gives a randomly initialised model
+    Weights are read with ``common.safe_pickle`` (full unpickling only with ``trust``) and loaded strictly. Only with
+    ``allow_plain_gpt2`` (the start of fine-tuning) may a plain GPT-2 directory (no visual keys) load its GPT-2
+    weights, initialise the visual modules and resize the vocabulary to ``vocab_size``. A directory holding only config + tokenizer gives a randomly initialised model
     (no hub download is possible here).
     """
     from common.checkpoint import load_state_dict_strict
@@ -239,6 +246,9 @@ def load_pretrained(directory: str | os.PathLike, config_name: str | None = None
     model = VisualCometLMHead(config)
     if any(k.startswith("transformer.detector.") for k in state):
         load_state_dict_strict(model, state, strict=True, source=weights)
+    elif not allow_plain_gpt2:
+        raise InputError(weights, "no VisualCOMET visual-projection weights (transformer.detector.*): a plain GPT-2 "
+                                  "checkpoint can only start a fine-tuning run", field="transformer.detector")
     else:  # hub-style GPT-2: every GPT-2 key must fit; the visual modules keep their fresh initialisation
         report = load_state_dict_strict(model, state, strict=False, source=weights)
         bad = report.unexpected + [k for k, _, _ in report.mismatched] + [

@@ -45,7 +45,7 @@ def build_model(args: argparse.Namespace, tokenizer: VisualCometTokenizer, layou
                                                "use_person_ids": not args.no_person_ids,
                                                "use_subject_ids": not args.no_subject_ids,
                                                "use_bbox": args.use_bbox},
-                                    vocab_size=len(tokenizer))
+                                    vocab_size=len(tokenizer), allow_plain_gpt2=True)
     if not loaded:
         log.warning("no weights in %s: the model starts from random initialisation", args.model_name_or_path)
     return model
@@ -138,15 +138,13 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
     device = info.device
     seed_everything(args.seed)
     out_dir = Path(args.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     eval_dir = Path(args.eval_output_dir or args.output_dir)
-    eval_dir.mkdir(parents=True, exist_ok=True)
     log_dir = Path(args.tb_dir or args.output_dir)
-    log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / "train_log.jsonl"
 
     tokenizer = load_tokenizer(args)
-    paths = vdata.DataPaths.resolve(args.data_dir, args.vcr_images_dir, args.vcr_features_dir)
+    paths = vdata.DataPaths.resolve(args.data_dir, args.vcr_images_dir, args.vcr_features_dir,
+                                    trust=args.trust_checkpoint)
     max_seq_len = args.max_seq_len if args.max_seq_len > 0 else tokenizer.max_len_single_sentence
     max_seq_len = min(max_seq_len, tokenizer.max_len_single_sentence)
     if info.is_main:  # rank 0 builds the cache first, the others then read it
@@ -158,11 +156,12 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
                                                    args.cache_dir, args.cache_postfix, False)
     log.info("max_image, max_event, max_place, max_inference: %d %d %d %d", vdata.MAX_IMAGE, layout.max_event,
              layout.max_place, layout.max_inference)
-    make_ds = lambda s: vdata.VCGDataset(splits[s][2], splits[s][0], splits[s][1], tokenizer, paths,  # noqa: E731
-                                         include_image=not args.no_image, use_all_dets=args.use_all_dets)
-    train_ds, val_ds = make_ds("train"), make_ds("val")
-
     model = build_model(args, tokenizer, layout).to(device)
+    make_ds = lambda s: vdata.VCGDataset(splits[s][2], splits[s][0], splits[s][1], tokenizer, paths,  # noqa: E731
+                                         include_image=not args.no_image, use_all_dets=args.use_all_dets,
+                                         feature_dim=model.feature_dim)
+    train_ds, val_ds = make_ds("train"), make_ds("val")
+    train_ds[0], val_ds[0]  # noqa: B018 -- fail on unreadable or mis-sized features before anything is written
     model.zero_fill_visual_slots = not args.keep_unused_visual_slots
     model.train()
     optimizer = build_optimizer(model, args)
@@ -177,6 +176,10 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
         num_epochs = int(args.num_train_epochs)
         t_total = steps_per_epoch * num_epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, args.warmup_steps, t_total)
+    if info.is_main:  # inputs are validated: only now does the run leave anything on disk
+        for d in (out_dir, eval_dir, log_dir):
+            d.mkdir(parents=True, exist_ok=True)
+    barrier()
     scaler = torch.amp.GradScaler("cuda") if args.fp16 else None
     ddp_model = wrap_model(model, info, find_unused_parameters=True)
     sampler = make_sampler(train_ds, shuffle=True, seed=args.seed, drop_last=True)
@@ -265,7 +268,7 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
     if info.is_main:
         save_pretrained(model, out_dir, tokenizer, training_args)
     if info.is_main and args.do_eval:
-        final, _ = load_pretrained(out_dir, require_weights=True)
+        final, _ = load_pretrained(out_dir, require_weights=True, trust=args.trust_checkpoint)
         final.to(device)
         final.zero_fill_visual_slots = model.zero_fill_visual_slots
         res = evaluate(final, val_ds, args.per_gpu_eval_batch_size, device, args)
@@ -275,7 +278,7 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
                                                    f"loss_{args.mode}": res["loss"]})
         if args.eval_all_checkpoints:
             for ckpt in sorted(out_dir.glob("checkpoint-*")):
-                m, _ = load_pretrained(ckpt, require_weights=True)
+                m, _ = load_pretrained(ckpt, require_weights=True, trust=args.trust_checkpoint)
                 r = evaluate(m.to(device), val_ds, args.per_gpu_eval_batch_size, device, args)
                 suffix = ckpt.name.split("-")[-1]
                 update_metrics(eval_dir / "metrics.json", {f"perplexity_{suffix}_{args.mode}": r["perplexity"],

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from common.errors import InputError, run_cli
+from common.safe_pickle import add_trust_flag
 
 UNUSED = "accepted for compatibility; the original never read it"
 
@@ -97,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server_port", default="", help="refused when set: ptvsd remote debugging was removed")
     p.add_argument("--resume", action="store_true", help="continue from <output_dir>/resume (weights, optimizer, "
                                                          "scheduler, RNG, data position)")
-    p.add_argument("--trust_checkpoint", action="store_true", help="allow full unpickling of pytorch_model.bin")
+    add_trust_flag(p)
     return p
 
 

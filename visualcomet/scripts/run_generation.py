@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.errors import InputError, run_cli
+from common.safe_pickle import add_trust_flag
 
 UNUSED = "accepted for compatibility; the original never read it"
 
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="random seed (re-applied per prompt by default)")
     p.add_argument("--overwrite_cache", action="store_true", help="rebuild the prompt cache")
     p.add_argument("--cache_postfix", default=None, help="appended to the cache file name")
-    p.add_argument("--trust_checkpoint", action="store_true", help="allow full unpickling of pytorch_model.bin")
+    add_trust_flag(p)
     return p
 
 
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokenizer = VisualCometTokenizer.from_pretrained(args.model_name_or_path)
     model, _ = load_pretrained(args.model_name_or_path, trust=args.trust_checkpoint, require_weights=True)
     model.to(device)
-    paths = vdata.DataPaths.resolve(args.data_dir, args.vcr_images_dir, args.vcr_features_dir)
+    paths = vdata.DataPaths.resolve(args.data_dir, args.vcr_images_dir, args.vcr_features_dir, args.trust_checkpoint)
     relations = ("intent", "before", "after") if args.inference_type == "all" else (args.inference_type,)
     outputs = generate_split(model, tokenizer, paths, args.split, args.max_seq_len, not args.no_image,
                              not args.no_text, args.use_all_dets, relations, args.length, args.temperature,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.errors import InputError, run_cli
+from common.safe_pickle import add_trust_flag
 
 UNUSED = "accepted for compatibility; the original never read it"
 
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seed of the negative sampling (the original never seeded it)")
     p.add_argument("--overwrite_cache", action="store_true", help="rebuild the dataset cache")
     p.add_argument("--cache_postfix", default=None, help="appended to the cache file name")
-    p.add_argument("--trust_checkpoint", action="store_true", help="allow full unpickling of pytorch_model.bin")
+    add_trust_flag(p)
     return p
 
 
@@ -74,13 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokenizer = VisualCometTokenizer.from_pretrained(args.model_name_or_path)
     model, _ = load_pretrained(args.model_name_or_path, trust=args.trust_checkpoint, require_weights=True)
     model.to(device)
-    paths = vdata.DataPaths.resolve(args.data_dir, args.vcr_images_dir, args.vcr_features_dir)
+    paths = vdata.DataPaths.resolve(args.data_dir, args.vcr_images_dir, args.vcr_features_dir, args.trust_checkpoint)
     layout = layout_from_config(model.config, args.max_seq_len)
     layout, splits = vdata.build_finetune_data(paths, tokenizer, args.max_seq_len, "inference", not args.no_text,
                                                None, args.cache_postfix, args.overwrite_cache, splits=("val",),
                                                layout=layout)
     examples, labels, records = splits["val"]
-    ds = vdata.VCGDataset(records, examples, labels, tokenizer, paths, not args.no_image, args.use_all_dets)
+    ds = vdata.VCGDataset(records, examples, labels, tokenizer, paths, not args.no_image, args.use_all_dets,
+                          model.feature_dim)
     queries = (ranking.load_candidates(args.candidates_file, records) if args.candidates_file
                else ranking.build_candidates(records, args.rank_mode, args.seed))
     result = ranking.rank(model, ds, layout, queries, device, args.seed, args.exact_denominator)
