@@ -272,38 +272,38 @@ class AbstractionEmbedding:
         num_batches = len(loader) if self.args.max_step is None else min(len(loader), self.args.max_step)
         meters = ProgressMeter(num_batches, prefix=f"Epoch: [{epoch}]")
         end = time.time()
-        bar = progress(total=num_batches, desc=f"epoch {epoch}", leave=False)
-        for i, batch in enumerate(loader):
-            if i < self.skip_batches:  # resuming mid-epoch: these batches were already trained on
+        # The context closes (clears) the bar on an error too, so the error line starts a line of its own.
+        with progress(total=num_batches, desc=f"epoch {epoch}", leave=False) as bar:
+            for i, batch in enumerate(loader):
+                if i < self.skip_batches:  # resuming mid-epoch: these batches were already trained on
+                    bar.update(1)
+                    continue
+                meters["Data"].update(time.time() - end)
+                self.where = f"epoch {epoch} batch {i} (step {self.global_step + 1})"
+                full = self.step(batch, meters, train=True)
+                self.optimizer.zero_grad(set_to_none=True)
+                full.backward()
+                norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.args.clip_gradient)
+                if norm > self.args.clip_gradient:
+                    LOG.info("clipping gradient: %.4f with coef %.4f", norm, self.args.clip_gradient / norm)
+                self.optimizer.step()
+                self.global_step += 1
+                meters["Time"].update(time.time() - end)
+                end = time.time()
                 bar.update(1)
-                continue
-            meters["Data"].update(time.time() - end)
-            self.where = f"epoch {epoch} batch {i} (step {self.global_step + 1})"
-            full = self.step(batch, meters, train=True)
-            self.optimizer.zero_grad(set_to_none=True)
-            full.backward()
-            norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.args.clip_gradient)
-            if norm > self.args.clip_gradient:
-                LOG.info("clipping gradient: %.4f with coef %.4f", norm, self.args.clip_gradient / norm)
-            self.optimizer.step()
-            self.global_step += 1
-            meters["Time"].update(time.time() - end)
-            end = time.time()
-            bar.update(1)
-            bar.set_postfix(loss=f"{meters['full'].avg:.4f}", top1=f"{meters['top1@abstr'].avg:.1f}")
-            if i % self.args.log_freq == 0:
-                self.logger.write(meters.display(i))
-                self.logger.log_metrics({"mode": "train", "epoch": epoch, "batch": i, "step": self.global_step,
-                                         "lr": self.optimizer.param_groups[0]["lr"],
-                                         **{k: m.val for k, m in meters.meters.items()}})
-            done = i + 1
-            if done % self.args.checkpoint_freq == 0 and done < num_batches:
-                self.save_state(epoch=epoch, batches_done=done)
-            # Spec 9.7 (F): stop after max_step batches, not at batch 0.
-            if self.args.max_step is not None and done >= self.args.max_step:
-                self.logger.write("Max steps reached!")
-                break
-        bar.close()
+                bar.set_postfix(loss=f"{meters['full'].avg:.4f}", top1=f"{meters['top1@abstr'].avg:.1f}")
+                if i % self.args.log_freq == 0:
+                    self.logger.write(meters.display(i))
+                    self.logger.log_metrics({"mode": "train", "epoch": epoch, "batch": i, "step": self.global_step,
+                                             "lr": self.optimizer.param_groups[0]["lr"],
+                                             **{k: m.val for k, m in meters.meters.items()}})
+                done = i + 1
+                if done % self.args.checkpoint_freq == 0 and done < num_batches:
+                    self.save_state(epoch=epoch, batches_done=done)
+                # Spec 9.7 (F): stop after max_step batches, not at batch 0.
+                if self.args.max_step is not None and done >= self.args.max_step:
+                    self.logger.write("Max steps reached!")
+                    break
         self.skip_batches = 0
         return meters.averages()
 
@@ -315,17 +315,19 @@ class AbstractionEmbedding:
         meters = ProgressMeter(len(loader), prefix=f"Epoch: [{epoch}]")
         stream = "eval" if evaluate else "val"
         end = time.time()
-        for i, batch in enumerate(progress(loader, desc="validate", leave=False)):
-            meters["Data"].update(time.time() - end)
-            self.where = f"validation after epoch {epoch} batch {i}" if epoch is not None else f"evaluation batch {i}"
-            self.step(batch, meters, train=False)
-            meters["Time"].update(time.time() - end)
-            end = time.time()
-            if i % self.args.log_freq == 0:
-                line = meters.display(i)
-                self.logger.write(line, stream)
-                if not evaluate:
-                    self.logger.write(line, "main")
+        with progress(loader, desc="validate", leave=False) as bar:
+            for i, batch in enumerate(bar):
+                meters["Data"].update(time.time() - end)
+                self.where = (f"validation after epoch {epoch} batch {i}" if epoch is not None
+                              else f"evaluation batch {i}")
+                self.step(batch, meters, train=False)
+                meters["Time"].update(time.time() - end)
+                end = time.time()
+                if i % self.args.log_freq == 0:
+                    line = meters.display(i)
+                    self.logger.write(line, stream)
+                    if not evaluate:
+                        self.logger.write(line, "main")
         averages = meters.averages()
         if not evaluate:
             acc1 = averages[self.args.return_metric] if self.args.return_metric in averages else None

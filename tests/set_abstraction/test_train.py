@@ -105,14 +105,83 @@ def test_resume_from_original_checkpoint_and_evaluate_flag(syn_dir, tmp_path, ex
         assert im.format == "PNG" and im.size[0] > 800
 
 
-def test_legacy_schedule_flag_reproduces_val_loss_quirk(syn_dir, tmp_path, experiment):
-    exp = experiment(syn_dir, tmp_path, "--num_epochs", "3", "--max_step", "1", "--lr_schedule", "legacy")
+def test_legacy_schedule_is_the_default_and_reproduces_val_loss_quirk(syn_dir, tmp_path, experiment):
+    exp = experiment(syn_dir, tmp_path, "--num_epochs", "3", "--max_step", "1")
     history = exp.run()
     expected = schedule.legacy_lr(3e-3, history["val"][-1]["full"], 3)
     assert exp.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
-    default = experiment(syn_dir, tmp_path / "d", "--num_epochs", "3", "--max_step", "1")
-    default.run()
-    assert default.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine reached T_max
+    cosine = experiment(syn_dir, tmp_path / "d", "--num_epochs", "3", "--max_step", "1", "--lr_schedule", "cosine")
+    cosine.run()
+    assert cosine.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine reached T_max
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
+def test_legacy_lr_after_one_epoch_of_the_released_recipe():
+    """Issue 12: the released recipe (Adam, lr 1e-4), T_max = num_epochs = 2, first validation loss 1.49426.
+
+    By hand: cos(pi * 1.49426 / 2) = cos(2.34721) = -0.70070, so lr = 1e-4 * (1 - 0.70070) / 2 = 1.4965e-5,
+    where the per-epoch cosine gives 1e-4 * (1 + cos(pi / 2)) / 2 = 5e-5.
+    """
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-4, weight_decay=5e-4)
+    legacy = schedule.build_schedule("legacy", opt, 2)
+    legacy.step_epoch()
+    assert opt.param_groups[0]["lr"] == 1e-4  # nothing moves before the validation
+    legacy.step_validation(1.49426)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1.4965e-5, rel=1e-4)
+    opt2 = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+    cosine = schedule.build_schedule("cosine", opt2, 2)
+    cosine.step_epoch()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(5e-5, rel=1e-9)
+
+
+def _original_checkpoint(path, exp, epoch, lr=None):
+    """An original-layout .pth.tar of ``exp``'s model at ``epoch``; the optimizer's lr set to ``lr`` if given."""
+    from set_abstraction.convert import to_original_state_dict
+
+    state = {"epoch": epoch, "state_dict": to_original_state_dict(exp.model.state_dict()), "best_acc1": 12.5}
+    if lr is not None:
+        optimizer = exp.optimizer.state_dict()
+        optimizer["param_groups"][0]["lr"] = lr
+        state["optimizer"] = optimizer
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
+def test_resume_from_original_checkpoint_aligns_both_schedules(syn_dir, tmp_path, experiment):
+    """Issue 12: resuming an original checkpoint at epoch 2 of 4 continues each schedule where it was."""
+    base = experiment(syn_dir, tmp_path / "a", "--num_epochs", "4")
+    ckpt = _original_checkpoint(tmp_path / "AbstractionEmbedding_x_best.pth.tar", base, epoch=2, lr=2.1e-3)
+    cosine = experiment(syn_dir, tmp_path / "c", "--num_epochs", "4", "--lr_schedule", "cosine", "--resume", str(ckpt))
+    assert cosine.start_epoch == 2
+    assert cosine.optimizer.param_groups[0]["lr"] == pytest.approx(schedule.cosine_lr(3e-3, 2, 4))  # 1.5e-3
+    cosine.schedule.step_epoch()
+    assert cosine.optimizer.param_groups[0]["lr"] == pytest.approx(schedule.cosine_lr(3e-3, 3, 4))
+    cosine.schedule.step_epoch()
+    assert cosine.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    # The original kept the restored optimizer's lr (set by its last validation) and its base lr from --lr.
+    legacy = experiment(syn_dir, tmp_path / "l", "--num_epochs", "4", "--resume", str(ckpt))
+    assert legacy.optimizer.param_groups[0]["lr"] == pytest.approx(2.1e-3)
+    legacy.schedule.step_validation(1.0)
+    assert legacy.optimizer.param_groups[0]["lr"] == pytest.approx(schedule.legacy_lr(3e-3, 1.0, 4))
+    no_optimizer = _original_checkpoint(tmp_path / "AbstractionEmbedding_y_best.pth.tar", base, epoch=2)
+    fresh = experiment(syn_dir, tmp_path / "n", "--num_epochs", "4", "--resume", str(no_optimizer))
+    assert fresh.optimizer.param_groups[0]["lr"] == pytest.approx(3e-3)
+
+
+def test_full_state_of_the_other_schedule_is_refused_in_one_line(syn_dir, tmp_path, train_argv, capsys):
+    from common.errors import run_cli
+
+    flags = ("--exp_id", "S", "--num_epochs", "2", "--max_step", "1")
+    assert train.main(train_argv(syn_dir, tmp_path, *flags, "--num_epochs", "1", "--lr_schedule", "cosine")) == 0
+    rolling = next((tmp_path / "ckpt").rglob("*_checkpoint.pth.tar"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train.main, train_argv(syn_dir, tmp_path, *flags, "--resume", str(rolling)))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "field 'scheduler': saved with --lr_schedule cosine, this run uses legacy" in err.strip().splitlines()[-1]
 
 
 def test_non_default_scales_train(syn_dir, tmp_path, experiment):
