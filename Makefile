@@ -16,8 +16,15 @@ DEMO_TARGETS :=
 .DEFAULT_GOAL := help
 .PHONY: help install test demo bench clean
 
+# Variables named in help texts are shown with their values (e.g. the run directory in use).
+HELP_VARS = $(sort $(shell grep -ho '\#\# .*' $(MAKEFILE_LIST) | grep -o '\$$([A-Za-z0-9_]*)' | tr -d '$$()'))
+
 help: ## List every target with one line each
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-32s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk -v subs='$(subst | ,|,$(foreach v,$(HELP_VARS),$(v)=$($(v))|))' 'BEGIN {FS = ":.*## "; \
+		n = split(subs, kv, "|"); for (i = 1; i <= n; i++) if (kv[i] != "") { p = index(kv[i], "="); \
+		name[i] = substr(kv[i], 1, p - 1); val[i] = substr(kv[i], p + 1) } } \
+		/^[a-zA-Z0-9_.-]+:.*## / {t = $$2; for (i in name) gsub("\\$$\\(" name[i] "\\)", val[i], t); \
+		printf "  %-32s %s\n", $$1, t}' $(MAKEFILE_LIST)
 
 install: $(STAMP) ## Create .venv and install the project (editable, all extras) and its test tools
 
