@@ -1,6 +1,7 @@
 """YAML config + ``key=value`` dotlist overrides (OmegaConf), as the original ``setup_config`` (spec 2.3)."""
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,19 +53,165 @@ def parse_overrides(tokens: Sequence[str]) -> list[str]:
     return kept
 
 
+# Keys read by the code that a YAML may leave out, with their type and default (added to the original's, or
+# honoured by the original only when present: optimizer.opt_eps / opt_args / momentum, spec 2.4).
+OPTIONAL_KEYS: dict[str, tuple[type, object, str]] = {
+    "eval_after_training": (bool, True, "evaluate ckpt_best on every test_file entry after training"),
+    "resize_learned_tables": (bool, False, "allow padding/truncating/interpolating learned temporal embeddings "
+                                           "and resampling relative-position tables (the original did it silently)"),
+    "skip_unreadable_media": (bool, False, "evaluation: skip unreadable videos/images and count them in the "
+                                           "results file (default: an unreadable item is an error)"),
+    "optimizer.opt_eps": (float, 1e-8, "Adam epsilon"),
+    "optimizer.opt_args": (dict, None, "extra optimizer keyword arguments"),
+    "optimizer.momentum": (float, None, "SGD momentum (opt: sgd / nesterov / momentum)"),
+}
+# Mappings whose entries are the user's to name (new corpora, test sets, hub names, optimizer kwargs).
+OPEN_MAPPINGS = ("available_corpus", "test_file", "vit_zoo", "optimizer.opt_args")
+# Keys that take an int or a per-media-type mapping (pitfall 9.23).
+INT_OR_MAPPING = ("max_txt_l",)
+# Keys whose YAML value may be an int but that take any real number.
+FLOAT_KEYS = ("optimizer.lr", "optimizer.weight_decay", "optimizer.max_grad_norm", "optimizer.different_lr.lr",
+              "optimizer.opt_eps", "optimizer.momentum", "scheduler.min_lr_multi", "scheduler.warmup_epochs",
+              "temp", "mlm_prob", "loss_weight.itc", "loss_weight.itm", "loss_weight.mlm")
+
+
+def _type_name(value) -> str:
+    if value is None:
+        return "null"
+    return {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "mapping"}.get(
+        type(value), type(value).__name__)
+
+
+def _flat_keys(node, prefix: str = "") -> dict[str, object]:
+    """``{dotted key: value}`` of a plain nested dict, mappings included."""
+    out = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        out[name] = value
+        if isinstance(value, dict) and name not in OPEN_MAPPINGS:
+            out.update(_flat_keys(value, name + "."))
+    return out
+
+
+def _closest(name: str, candidates) -> str:
+    match = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _value_fits(key: str, old, new) -> bool:
+    """Whether an override value ``new`` may replace ``old`` (the YAML's value or the optional key's type)."""
+    if new is None or (isinstance(new, str) and new in ("None", "none")):
+        return not isinstance(old, (bool, int, float)) or old is None
+    if old is None or (isinstance(old, str) and old in ("None", "none")):
+        return True  # keys left empty in the YAML (pretrained_path, stop_key, output_dir, ...) take any value
+    if isinstance(old, type):
+        old = old() if old is not dict else {}
+    if isinstance(old, bool):
+        return isinstance(new, bool)
+    if isinstance(old, int) and key not in FLOAT_KEYS:
+        return isinstance(new, int) and not isinstance(new, bool)
+    if isinstance(old, (int, float)):
+        return isinstance(new, (int, float)) and not isinstance(new, bool)
+    if isinstance(old, str):
+        return isinstance(new, (str, int, float)) and not isinstance(new, bool)
+    if isinstance(old, list):
+        return isinstance(new, list)
+    if isinstance(old, dict):
+        return isinstance(new, dict)
+    return True
+
+
+def check_overrides(path: Path, base: DictConfig, overrides: DictConfig) -> None:
+    """Every override names a key of the YAML (or an optional one) and parses to its type (issue 11)."""
+    known = _flat_keys(OmegaConf.to_container(base, resolve=False))
+    optional = {k: v[0] for k, v in OPTIONAL_KEYS.items()}
+    for key, new in _flat_keys(OmegaConf.to_container(overrides, resolve=False)).items():
+        parent = next((m for m in OPEN_MAPPINGS if key.startswith(m + ".")), None)
+        if parent is not None and (parent in known or parent in optional):
+            continue
+        if key in known:
+            old = known[key]
+        elif key in optional:
+            old = optional[key]
+        elif any(k.startswith(key + ".") for k in list(known) + list(optional)) and isinstance(new, dict):
+            continue  # a mapping given whole: its entries are checked one by one
+        else:
+            raise InputError(path, f"unknown config key given on the command line{_closest(key, list(known) + list(optional))}",
+                             field=key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            continue
+        if key in INT_OR_MAPPING and isinstance(new, (int, dict)) and not isinstance(new, bool):
+            continue
+        if not _value_fits(key, old, new):
+            want = old.__name__ if isinstance(old, type) else _type_name(old)
+            if key in FLOAT_KEYS:
+                want = "float"
+            article = "an" if want[0] in "aeiou" else "a"
+            raise InputError(path, f"expected {article} {want} value (like the config's {old!r}), got {new!r}",
+                             field=key)
+
+
+def _at_least(minimum):
+    return lambda v: v >= minimum, f"must be >= {minimum}"
+
+
+RANGES: dict[str, tuple] = {
+    "batch_size.image": _at_least(1), "batch_size.video": _at_least(1),
+    "batch_size_test.image": _at_least(1), "batch_size_test.video": _at_least(1),
+    "scheduler.epochs": _at_least(1), "scheduler.warmup_epochs": _at_least(0),
+    "scheduler.min_lr_multi": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    "optimizer.lr": (lambda v: v > 0, "must be > 0"), "optimizer.weight_decay": _at_least(0),
+    "optimizer.different_lr.lr": (lambda v: v > 0, "must be > 0"),
+    "num_workers": _at_least(0), "k_test": _at_least(1), "image_res": _at_least(1), "embed_dim": _at_least(1),
+    "video_input.num_frames": _at_least(1), "video_input.num_frames_test": _at_least(1),
+    "video_input.cache_decoded": _at_least(0), "max_q_len": _at_least(2), "max_a_len": _at_least(2),
+    "temp": (lambda v: 0 < v <= 0.5, "must be in (0, 0.5] (it is clamped to [0.001, 0.5])"),
+    "mlm_prob": (lambda v: 0 <= v <= 1, "must be in [0, 1]"), "log_freq": _at_least(1),
+    "temporal_vision_encoder.num_layers": _at_least(1), "num_decoder_layers": _at_least(1),
+    "eval_frame_ensemble": (lambda v: v in ("concat", "mean", "max", "lse"), "must be concat, mean, max or lse"),
+    "scheduler.sched": (lambda v: v == "cosine", "must be cosine (the only schedule of the original)"),
+    "video_input.reader": (lambda v: v in ("decord", "av", "opencv"), "must be decord, av or opencv"),
+}
+
+
+def check_ranges(path: Path, config: DictConfig) -> None:
+    """Obvious value ranges (``batch_size.video=-4``, ``scheduler.epochs=0``) -> one-line errors."""
+    for key, (ok, rule) in RANGES.items():
+        value = OmegaConf.select(config, key, throw_on_resolution_failure=False)
+        if value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)) or key in ("eval_frame_ensemble", "scheduler.sched", "video_input.reader"):
+            if not ok(value):
+                raise InputError(path, f"{rule}, got {value!r}", field=key)
+    max_txt = OmegaConf.select(config, "max_txt_l", throw_on_resolution_failure=False)
+    for key, value in ({"max_txt_l": max_txt} if not isinstance(max_txt, DictConfig) else
+                       {f"max_txt_l.{k}": v for k, v in max_txt.items()}).items():
+        if isinstance(value, int) and value < 2:
+            raise InputError(path, f"must be >= 2 ([CLS] and one token), got {value}", field=key)
+
+
 def load_config(path_or_name: str, overrides: Sequence[str] = (), require_env: bool = True) -> DictConfig:
-    """Merge the YAML with the dotlist; ``None`` strings converted; env interpolations checked."""
+    """Merge the YAML with the checked dotlist; ``None`` strings converted; env interpolations checked."""
     path = find_config(path_or_name)
     try:
-        config = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(list(parse_overrides(overrides))))
+        base = OmegaConf.load(path)
+        cli = OmegaConf.from_dotlist(list(parse_overrides(overrides)))
+    except InputError:
+        raise
     except Exception as err:  # omegaconf raises many types for malformed YAML / dotlists
-        raise InputError(path, f"cannot load config: {err}") from None
+        raise InputError(path, f"cannot load config: {str(err).splitlines()[0]}") from None
+    check_overrides(path, base, cli)
+    try:
+        config = OmegaConf.merge(base, cli)
+    except Exception as err:
+        raise InputError(path, f"cannot merge the overrides: {str(err).splitlines()[0]}") from None
     if require_env and "SL_DATA_DIR" in OmegaConf.to_yaml(config) and "SL_DATA_DIR" not in os.environ:
         raise InputError(path, "environment variable SL_DATA_DIR is not set (export SL_DATA_DIR=<data root>, "
                                "see README 'Data layout')", field="data_root")
     if not require_env:
         os.environ.setdefault("SL_DATA_DIR", "SL_DATA_DIR_UNSET")
     convert_types(config)
+    check_ranges(path, config)
     if config.get("debug"):
         config.wandb.enable = False
     if config.get("evaluate"):
@@ -75,14 +222,34 @@ def load_config(path_or_name: str, overrides: Sequence[str] = (), require_env: b
     return config
 
 
-def setup_config(argv: Sequence[str]) -> DictConfig:
-    """``argv`` = [config.yaml, key=value, ...] -> merged config (the original's ``setup_config``)."""
+def describe_keys(path_or_name: str) -> str:
+    """``key (type) = default`` for every key of a config and the optional keys (``--help``, issue 16 point 4)."""
+    path = find_config(path_or_name)
+    flat = _flat_keys(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
+    lines = [f"config keys of {path.name} (override with key=value; dotted for nested keys):"]
+    for key, value in flat.items():
+        if isinstance(value, dict) and key not in OPEN_MAPPINGS:
+            continue
+        kind = "float" if key in FLOAT_KEYS else _type_name(value)
+        shown = value if not isinstance(value, (dict, list)) or len(str(value)) < 60 else f"{str(value)[:57]}..."
+        lines.append(f"  {key} ({kind}) = {shown}")
+    lines.append("optional keys (any config):")
+    for key, (kind, default, text) in OPTIONAL_KEYS.items():
+        lines.append(f"  {key} ({kind.__name__}) = {default}: {text}")
+    return "\n".join(lines)
+
+
+def setup_config(argv: Sequence[str], default_config: str = "ret_msrvtt.yaml") -> DictConfig:
+    """``argv`` = [config.yaml, key=value, ...] -> merged config (the original's ``setup_config``).
+
+    ``--help`` (anywhere) lists the keys of the given config, else of ``default_config``.
+    """
     argv = list(argv)
-    if argv and argv[0] in ("-h", "--help"):
+    if any(a in ("-h", "--help") for a in argv):
+        given = [a for a in argv if not a.startswith("-") and "=" not in a]
         configs = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
-        print(f"{USAGE}\nbundled configs (keys explained in singularity/README.md, 'Config keys'): {configs}\n"
-              "keys added to the original's: vit_config allow_partial trust_checkpoint bf16 num_decoder_layers "
-              "video_input.cache_decoded eval_after_training")
+        print(f"{USAGE}\nbundled configs: {configs}\n{describe_keys(given[0] if given else default_config)}\n"
+              "keys explained in singularity/README.md, 'Config keys'")
         raise SystemExit(0)
     if not argv:
         raise SystemExit(USAGE)

@@ -17,10 +17,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the monorepo importable (absolute imports only)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
 import torch
 
-from common.checkpoint import compare_keys, extract_state_dict, load_checkpoint_file
+from common.checkpoint import atomic_torch_save, compare_keys, extract_state_dict, load_checkpoint_file
 from common.errors import InputError, run_cli
+from common.safe_pickle import add_trust_flag
+from singularity.models.build import build_model_for_task
 
 DEFAULT_KEY_FILE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "singularity_state_dict_keys.txt"
 
@@ -64,24 +67,103 @@ def resize_temporal(embed: torch.Tensor, num_frames: int) -> torch.Tensor:
     return out
 
 
-def resize_rel_pos_table(table: torch.Tensor, rows: int) -> torch.Tensor:
-    """Resample a BEiT relative-position table ((2W-1)^2 + 3, heads) to ``rows`` rows (bicubic over the grid).
+def geometric_offsets(src_size: int, dst_size: int) -> tuple[list[float], list[float]]:
+    """(source positions, target positions) of BEiT's relative-position resampling (spec pitfall 9.19).
 
-    Needed when ``image_res`` differs from the checkpoint's (spec 6.3 rule 1; replaces scipy ``interp2d``,
-    pitfall 9.19 F). The 3 CLS rows are kept.
+    The original (unilm BEiT ``run_class_finetuning.py``, copied into Singularity's ``models/utils.py``) places
+    the ``src_size`` source offsets on a geometric progression with ratio q found by bisection in [1.01, 1.5]
+    so that its half-width reaches ``dst_size // 2``: offset 1 stays at 1, longer ones are stretched. The
+    targets are the integer offsets ``-dst_size//2 .. dst_size//2``.
+    """
+    def geometric_sum(a: float, r: float, n: int) -> float:
+        return a * (1.0 - r ** n) / (1.0 - r)
+
+    left, right = 1.01, 1.5
+    while right - left > 1e-6:
+        q = (left + right) / 2.0
+        if geometric_sum(1, q, src_size // 2) > dst_size // 2:
+            right = q
+        else:
+            left = q
+    dis, cur = [], 1.0
+    for i in range(src_size // 2):
+        dis.append(cur)
+        cur += q ** (i + 1)
+    source = [-d for d in reversed(dis)] + [0.0] + dis
+    t = dst_size // 2.0
+    target = np.arange(-t, t + 0.1, 1.0).tolist()
+    return source, target
+
+
+def resample_rel_pos_table(table: torch.Tensor, rows: int) -> torch.Tensor:
+    """Resample a BEiT relative-position table ((2W-1)^2 + 3, heads) to ``rows`` rows as the original does.
+
+    Per head, the (2W-1)x(2W-1) offset grid sits at the geometric positions of ``geometric_offsets`` and is
+    resampled at the integer target offsets with a bicubic interpolating spline: the original's
+    ``scipy.interpolate.interp2d(x, y, z, kind='cubic')`` (removed in SciPy 1.14, pitfall 9.19 F) fits FITPACK's
+    ``regrid_smth(x, y, z.T, s=0)`` and evaluates ``bispev(dx, dy).T``; ``RectBivariateSpline`` runs the same
+    two FITPACK routines on the same arrays, so the result is the original's. The 3 CLS rows are kept.
     """
     if table.shape[0] == rows:
         return table
-    old, new = round((table.shape[0] - 3) ** 0.5), round((rows - 3) ** 0.5)
+    extra = 3
+    src, dst = round((table.shape[0] - extra) ** 0.5), round((rows - extra) ** 0.5)
+    if src * src + extra != table.shape[0] or dst * dst + extra != rows:
+        raise ValueError(f"relative-position tables have (2W-1)^2 + 3 rows, got {table.shape[0]} -> {rows}")
     if table.is_meta:
         return torch.empty((rows, table.shape[1]), device="meta", dtype=table.dtype)
-    grid = table[:-3].T.reshape(1, table.shape[1], old, old).float()
-    grid = torch.nn.functional.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
-    return torch.cat([grid.reshape(table.shape[1], new * new).T.to(table.dtype), table[-3:]], dim=0)
+    from scipy.interpolate import RectBivariateSpline
+
+    x, dx = geometric_offsets(src, dst)
+    heads = []
+    for h in range(table.shape[1]):
+        z = table[:-extra, h].detach().view(src, src).float().cpu().numpy()
+        spline = RectBivariateSpline(x, x, z.T, kx=3, ky=3, s=0)
+        heads.append(torch.tensor(spline(dx, dx).T, dtype=torch.float32).contiguous().view(-1, 1))
+    resampled = torch.cat(heads, dim=-1).to(table.dtype)
+    return torch.cat([resampled, table[-extra:]], dim=0)
+
+
+class TableSizeError(ValueError):
+    """A learned table (temporal embeddings, relative-position bias) whose size differs from the model's."""
+
+
+def fit_learned_tables(state_dict: dict[str, torch.Tensor], target_shapes: Mapping[str, Sequence[int]],
+                       allow_resize: bool = False) -> list[str]:
+    """Resize learned tables of ``state_dict`` (in place) to ``target_shapes``; returns one note per resize.
+
+    Relative-position tables are resampled as the original (``resample_rel_pos_table``), temporal embeddings
+    zero-padded / truncated (spec 4.5). A temporal table of zeros holds nothing learned (the original's 1-frame
+    models never train it) and is padded freely; any other resize needs ``allow_resize``
+    (``resize_learned_tables=True``), else ``TableSizeError`` (pitfall 9.2 F: no silent truncation).
+    """
+    notes = []
+    for key in list(state_dict):
+        if key not in target_shapes:
+            continue
+        value, shape = state_dict[key], tuple(target_shapes[key])
+        if tuple(value.shape) == shape:
+            continue
+        if key.endswith("relative_position_bias_table") and value.dim() == 2 and len(shape) == 2:
+            what = (f"{key}: {value.shape[0]} -> {shape[0]} rows (image_res differs from the checkpoint's; "
+                    "geometric-offset bicubic resampling as the original)")
+            if not allow_resize:
+                raise TableSizeError(what)
+            state_dict[key] = resample_rel_pos_table(value, int(shape[0]))
+            notes.append(what)
+        elif key == "temporal_embeddings" and value.dim() == 4 and len(shape) == 4:
+            old, new = int(value.shape[1]), int(shape[1])
+            learned = not value.is_meta and bool(value.detach().abs().sum() > 0)
+            verb = "zero-padded" if new > old else "truncated"
+            what = f"temporal_embeddings: {old} -> {new} frames ({verb}{'' if learned else ', table all zeros'})"
+            if learned and not allow_resize:
+                raise TableSizeError(what)
+            state_dict[key] = resize_temporal(value, new)
+            notes.append(what)
+    return notes
 
 
 def convert_state_dict(state_dict: Mapping[str, torch.Tensor], target_keys: Sequence[str],
-                       target_shapes: Mapping[str, Sequence[int]] | None = None,
                        fusion_layer: int = 9) -> dict[str, torch.Tensor]:
     """Rename an original (or already converted) state dict for a model whose keys are ``target_keys``.
 
@@ -126,12 +208,6 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], target_keys: Sequ
                for k, v in out.items()}
     if target_has_decoder:
         out = {k: v for k, v in out.items() if not (k.startswith(_QA_DROPPED) and k not in targets)}
-    for key in list(out):
-        if key.endswith("relative_position_bias_table") and target_shapes and key in target_shapes:
-            out[key] = resize_rel_pos_table(out[key], int(target_shapes[key][0]))
-    if "temporal_embeddings" in out and target_shapes and "temporal_embeddings" in target_shapes:
-        out["temporal_embeddings"] = resize_temporal(out["temporal_embeddings"],
-                                                     int(target_shapes["temporal_embeddings"][1]))
     return out
 
 
@@ -192,7 +268,6 @@ def read_key_file(path: str | Path) -> list[dict]:
 def build_model_for_section(section: dict, device: str = "meta") -> torch.nn.Module:
     """The model class of a key-file section at the original default config, on ``device``."""
     from singularity.config import load_config
-    from singularity.tasks_common import build_model_for_task
 
     config_name = Path(section["config"]).name
     config = load_config(config_name, list(section["overrides"]), require_env=False)
@@ -209,7 +284,7 @@ def check_section(section: dict) -> tuple[str, bool]:
     shapes = {k: tuple(v.shape) for k, v in model_sd.items()}
     original = {k: torch.empty(shape, device="meta") for k, shape in section["keys"].items()}
     fusion = getattr(getattr(model, "bert_config", None), "fusion_layer", 9)
-    converted = convert_state_dict(original, list(shapes), shapes, fusion_layer=fusion)
+    converted = convert_state_dict(original, list(shapes), fusion_layer=fusion)
     report = compare_keys(shapes, converted)
     dropped = sum(1 for k in section["keys"] if _DROP_RE.search(k))
     line = (f"{section['name']}: {report.summary()} ({len(section['keys'])} original entries, "
@@ -221,27 +296,54 @@ def check_section(section: dict) -> tuple[str, bool]:
     return line, report.ok
 
 
+def read_checkpoint(path: str | Path, trust: bool = False, field: str = "pretrained_path") -> tuple[dict, dict]:
+    """(full checkpoint dict, model state dict) of ``path``, checked: only ``model`` is required (spec 6.1).
+
+    Pickles are read with the restricted unpickler (the authors' pickled OmegaConf ``config`` arrives as a
+    plain dict, pitfall 9.21 F); full unpickling only with ``trust``. A file without a state dict, an empty
+    one, or one with non-finite weights is refused with the offending key.
+    """
+    if not Path(path).is_file():
+        raise InputError(path, "checkpoint file not found", field=field)
+    obj = load_checkpoint_file(path, trust=trust)
+    try:
+        state = extract_state_dict(obj)
+    except ValueError as err:
+        raise InputError(path, f"no model state dict in the checkpoint ({err})", field="model") from None
+    if not state:
+        raise InputError(path, "the model state dict is empty", field="model")
+    for key, value in state.items():
+        if value.is_floating_point() and not value.is_meta and not bool(torch.isfinite(value).all()):
+            raise InputError(path, "holds NaN or infinite values", field=f"model.{key}")
+    return (obj if isinstance(obj, dict) else {}), state
+
+
 def convert_file(input_path: str, output_path: str, task: str, overrides: list[str], trust: bool) -> str:
     """Convert one original checkpoint file to this layout (``{"model": ...}``) for ``task``."""
     from singularity.config import load_config
-    from singularity.tasks_common import build_model_for_task
+    from singularity.models.config_paths import cfg_get
 
     out = Path(output_path)
     if out.exists():
         raise InputError(out, "output exists; refusing to overwrite")
-    state = extract_state_dict(load_checkpoint_file(input_path, trust=trust))
+    _, state = read_checkpoint(input_path, trust=trust, field="--input")
     arch = infer_architecture(state)
     config_name = {"pretrain": "pretrain.yaml", "retrieval": "ret_msrvtt.yaml", "vqa": "qa_msrvtt.yaml"}[task]
     config = load_config(config_name, [f"{k}={v}" for k, v in arch.items()] + list(overrides), require_env=False)
     with torch.device("meta"):
         model = build_model_for_task(task, config)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    converted = convert_state_dict(state, list(shapes), shapes, fusion_layer=model.bert_config.fusion_layer)
+    converted = convert_state_dict(state, list(shapes), fusion_layer=model.bert_config.fusion_layer)
+    try:
+        notes = fit_learned_tables(converted, shapes, bool(cfg_get(config, "resize_learned_tables", False)))
+    except TableSizeError as err:
+        raise InputError(input_path, f"{err}; pass resize_learned_tables=True to resize it",
+                         field="resize_learned_tables") from None
     report = compare_keys(shapes, converted)
     if not report.ok:
         raise InputError(input_path, f"{report.summary()}: {report.details()}")
-    torch.save({"model": converted, "config": {"inferred": {k: v for k, v in arch.items()}}}, out)
-    return report.summary()
+    atomic_torch_save({"model": converted, "config": {"inferred": dict(arch), "resized": notes}}, out)
+    return report.summary() + (f"; resized learned tables: {'; '.join(notes)}" if notes else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,9 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", help="where to write the converted {'model': state_dict}")
     parser.add_argument("--task", choices=["pretrain", "retrieval", "vqa"], default="retrieval",
                         help="model the converted file is for (default: retrieval)")
-    parser.add_argument("--trust_checkpoint", action="store_true",
-                        help="allow full unpickling (original files pickle an OmegaConf config)")
-    parser.add_argument("overrides", nargs="*", help="config key=value overrides for the target model")
+    add_trust_flag(parser)
+    parser.add_argument("overrides", nargs="*", help="config key=value overrides for the target model (e.g. image_res=384 resize_learned_tables=True)")
     args = parser.parse_args(argv)
     if args.check_keys:
         sections = read_key_file(args.check_keys)

@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import json
 import logging
+import logging.handlers
 import os
 import random
 import sys
@@ -58,6 +59,7 @@ def setup_runtime(config: DictConfig) -> Runtime:
         os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = host, port
     elif dist_url != "env://":
         raise InputError("dist_url", f"dist_url must be env:// or tcp://host:port, got {dist_url!r}")
+    start_logging()
     info = init_distributed(device="cuda" if want.startswith("cuda") else "cpu")
     config.distributed = info.distributed
     OmegaConf.update(config, "rank", info.rank, force_add=True)
@@ -79,23 +81,48 @@ def setup_runtime(config: DictConfig) -> Runtime:
     return Runtime(info=info, device=info.device, amp_dtype=amp_dtype, scaler=scaler)
 
 
-def setup_output_dir(config: DictConfig) -> Path | None:
-    """Create ``output_dir`` (rank 0); refuse one that already holds results; save config.yaml; file logging."""
+def check_output_dir(config: DictConfig) -> Path | None:
+    """Refuse an ``output_dir`` that already holds results (allowed: ``code`` and ``slurm*`` files, spec 2.3).
+
+    Called before any work; nothing is created here, so a launch that fails on bad input leaves no
+    half-made directory behind (issue 11).
+    """
     out = cfg_get(config, "output_dir")
     if out is None:
         return None
     out = Path(str(out))
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "output_dir exists and is not a directory", field="output_dir")
+    if out.exists() and is_main_process():
+        extra = [p.name for p in out.iterdir() if p.name != "code" and "slurm" not in p.name]
+        if extra:
+            raise InputError(out, f"output_dir already holds results ({', '.join(sorted(extra)[:5])}); "
+                                  "refusing to overwrite: choose a new output_dir", field="output_dir")
+    return out
+
+
+def setup_output_dir(config: DictConfig) -> Path | None:
+    """Create ``output_dir`` (rank 0) once the inputs are checked; save config.yaml; file logging."""
+    out = check_output_dir(config)
+    if out is None:
+        return None
     if is_main_process():
-        if out.exists():
-            extra = [p.name for p in out.iterdir() if p.name != "code" and "slurm" not in p.name]
-            if extra:
-                raise InputError(out, f"output_dir already holds results ({', '.join(sorted(extra)[:5])}); "
-                                      "refusing to overwrite: choose a new output_dir")
         out.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(config, out / "config.yaml")
+        atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(config))
     barrier()
     setup_logging(out)
     return out
+
+
+_EARLY_RECORDS: logging.handlers.MemoryHandler | None = None
+
+
+def start_logging() -> None:
+    """Console logging from the start of a run; records are kept for ``train.log`` until it exists."""
+    global _EARLY_RECORDS
+    setup_logging(None)
+    _EARLY_RECORDS = logging.handlers.MemoryHandler(capacity=100000, flushLevel=logging.CRITICAL + 1)
+    logger.addHandler(_EARLY_RECORDS)
 
 
 def setup_logging(output_dir: Path | None) -> None:
@@ -115,6 +142,12 @@ def setup_logging(output_dir: Path | None) -> None:
         handler = logging.FileHandler(output_dir / name)
         handler.setFormatter(fmt)
         logger.addHandler(handler)
+        global _EARLY_RECORDS
+        if _EARLY_RECORDS is not None:  # what was logged before the directory existed
+            _EARLY_RECORDS.setTarget(handler)
+            _EARLY_RECORDS.flush()
+            _EARLY_RECORDS.close()
+            _EARLY_RECORDS = None
 
 
 def setup_wandb(config: DictConfig, runtime: Runtime, model) -> None:

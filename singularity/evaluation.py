@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from common.distributed import get_rank, get_world_size, is_distributed, progress
+from singularity.data.annotations import checked_batches
 from singularity.models.config_paths import cfg_get
 from singularity.models.vqa import aggregate_frames
 
@@ -31,7 +32,7 @@ def extract_text_feats(model, texts: list[str], tokenizer, max_len: int, device,
 def extract_vision_feats(model, loader, device, ensemble: str, offload: bool, autocast):
     """Visual memories (Ni, 1, T*L, d) for ``concat`` or (Ni, T, L, d) for late fusion, and pooled (Ni, T, d)."""
     feats, pooled_all = [], []
-    for media, _ in progress(loader, desc="vision features", leave=False):
+    for media, _ in progress(checked_batches(loader), total=len(loader), desc="vision features", leave=False):
         media = media.to(device, non_blocking=True)
         with autocast():
             if ensemble == "concat":
@@ -130,7 +131,7 @@ def evaluate_mc(model, loader, tokenizer, device, config, autocast) -> tuple[flo
     ensemble = str(cfg_get(config, "eval_frame_ensemble", "concat"))
     max_len = int(cfg_get(config, "max_txt_l", 32)) if isinstance(cfg_get(config, "max_txt_l", 32), int) else 32
     predictions, correct = [], 0
-    for media, options, answers, raws in progress(loader, desc="MC", leave=False):
+    for media, options, answers, raws in progress(checked_batches(loader), total=len(loader), desc="MC", leave=False):
         media = media.to(device)
         n_opt = len(options[0])
         flat = [o for opts in options for o in opts]

@@ -7,10 +7,11 @@ import os
 import random
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from common.errors import InputError
 from singularity.data.frames import read_frames, read_image
@@ -57,6 +58,8 @@ def load_anno(spec, required: tuple[str, ...] = ()) -> list[dict]:
         raise InputError(anno_path, f"not valid JSON ({err.msg} at line {err.lineno})") from None
     if not isinstance(records, list):
         raise InputError(anno_path, f"expected a JSON list of records, got {type(records).__name__}")
+    if not records:
+        raise InputError(anno_path, "the annotation list is empty (nothing to train or evaluate on)")
     keys = ("video", "image") if media_type == "video" else ("image", "video")
     out = []
     for i, rec in enumerate(records):
@@ -85,6 +88,45 @@ def load_media(path: str, media_type: str, num_frames: int, sample: str, reader:
     return read_image(path)
 
 
+@dataclass
+class Unreadable:
+    """An evaluation item whose media could not be decoded (returned instead of the item, raised in the main
+    process by ``checked_batches`` so that DataLoader workers do not turn it into a traceback)."""
+
+    path: str
+    file: str
+    record: int | None
+    field: str
+    error: str
+
+    def as_error(self) -> InputError:
+        return InputError(self.file, f"cannot read {self.path} ({self.error}); pass skip_unreadable_media=True to "
+                                     "skip unreadable items and count them in the results file",
+                          record=self.record, field=self.field)
+
+
+class UnreadableBatch(list):
+    """A batch holding at least one ``Unreadable`` item."""
+
+
+def eval_collate(inner=None):
+    """Collate for evaluation loaders: ``UnreadableBatch`` when an item failed, else ``inner`` (default_collate)."""
+    inner = inner or default_collate
+
+    def collate(batch):
+        failed = [item for item in batch if isinstance(item, Unreadable)]
+        return UnreadableBatch(failed) if failed else inner(batch)
+    return collate
+
+
+def checked_batches(loader):
+    """Iterate an evaluation loader; an unreadable item is a one-line ``InputError`` (never replaced, issue 11)."""
+    for batch in loader:
+        if isinstance(batch, UnreadableBatch):
+            raise batch[0].as_error()
+        yield batch
+
+
 class _MediaMixin:
     media_type = "image"
     num_frames = 1
@@ -93,20 +135,40 @@ class _MediaMixin:
     num_tries = 1
     transform = None
     cache_size = 0  # video_input.cache_decoded: decoded videos kept in memory (small synthetic sets)
+    skipped: list[str] = []  # unreadable items dropped with skip_unreadable_media=True
 
-    def load(self, index: int, path: str) -> tuple[torch.Tensor, int]:
-        """Transformed media; train datasets retry a random other record (num_tries), eval raises."""
+    def source_of(self, index: int) -> tuple[str, int | None]:
+        """(annotation file, record number) of item ``index``."""
+        return "annotation", None
+
+    def load(self, index: int, path: str):
+        """Transformed media; train datasets retry a random other record (num_tries, spec 3.5), eval datasets
+        return an ``Unreadable`` (the original raised; nothing is substituted)."""
         for attempt in range(self.num_tries):
             try:
                 clip = load_media(path, self.media_type, self.num_frames, self.sample, self.reader, self.cache_size)
                 return self.transform(clip), index
-            except Exception as err:  # decoding errors of any library: log, retry another record (train)
+            except Exception as err:  # decoding errors of any library
+                text = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+                if self.num_tries == 1:
+                    file, record = self.source_of(index)
+                    return Unreadable(path, file, record, self.media_type, text), index
                 if attempt + 1 >= self.num_tries:
-                    raise RuntimeError(f"failed to read {path} after {self.num_tries} tries: {err}") from err
-                logger.warning("failed to read %s (%s); trying a random other record", path, err)
+                    raise RuntimeError(f"failed to read {path} after {self.num_tries} tries: {text}") from err
+                # training keeps the original's resample-on-error (spec 3.5), logged
+                logger.warning("failed to read %s (%s); training on a random other record instead", path, text)
                 index = random.randrange(len(self))
                 path = self.media_path(index)
         raise RuntimeError("unreachable")
+
+    def unreadable_items(self) -> list[Unreadable]:
+        """Probe every item's media in this process (``skip_unreadable_media``); the ones that fail."""
+        failed = []
+        for index in range(len(self)):
+            out, _ = self.load(index, self.media_path(index))
+            if isinstance(out, Unreadable):
+                failed.append(out)
+        return failed
 
 
 class ImageTextTrainDataset(_MediaMixin, Dataset):
@@ -166,29 +228,37 @@ class RetrievalEvalDataset(_MediaMixin, Dataset):
         self.cache_size = int(video_cfg.get("cache_decoded", 0) or 0)
         self.transform = transform
         self.has_multi_vision_gt = has_multi_vision_gt
-        self.text, self.image, self.txt2img, self.img2txt = [], [], {}, {}
-        for rec in load_anno(spec, required=("caption",)):
-            _check_str_or_list(rec["caption"], rec["_source"][0], rec["_source"][1], "caption")
-            if has_multi_vision_gt:
-                if not isinstance(rec["caption"], str):
-                    raise InputError(rec["_source"][0], "multi-vision-GT records have one caption string",
-                                     record=rec["_source"][1], field="caption")
+        self.is_paragraph_retrieval = is_paragraph_retrieval
+        self.records = load_anno(spec, required=("caption",))
+        for rec in self.records:
+            file, i = rec["_source"]
+            _check_str_or_list(rec["caption"], file, i, "caption")
+            if has_multi_vision_gt and not isinstance(rec["caption"], str):
+                raise InputError(file, "multi-vision-GT records have one caption string", record=i, field="caption")
+            if not has_multi_vision_gt and isinstance(rec["image"], list):
+                raise InputError(file, "a list of media needs has_multi_vision_gt=True", record=i, field="video")
+        self._index()
+
+    def _index(self) -> None:
+        """``text``, ``image``, ``txt2img``, ``img2txt`` (and each image's record) from ``self.records``."""
+        self.text, self.image, self.txt2img, self.img2txt, self.image_source = [], [], {}, {}, []
+        for rec in self.records:
+            if self.has_multi_vision_gt:
                 tid = len(self.text)
                 self.text.append(pre_text(rec["caption"]))
                 self.txt2img[tid] = []
                 for media in rec["image"] if isinstance(rec["image"], list) else [rec["image"]]:
                     iid = len(self.image)
                     self.image.append(media)
+                    self.image_source.append(rec["_source"])
                     self.txt2img[tid].append(iid)
                     self.img2txt[iid] = tid
                 continue
-            if isinstance(rec["image"], list):
-                raise InputError(rec["_source"][0], "a list of media needs has_multi_vision_gt=True",
-                                 record=rec["_source"][1], field="video")
             iid = len(self.image)
             self.image.append(rec["image"])
+            self.image_source.append(rec["_source"])
             captions = rec["caption"] if isinstance(rec["caption"], list) else [rec["caption"]]
-            if is_paragraph_retrieval:
+            if self.is_paragraph_retrieval:
                 captions = [" ".join(captions)]
             self.img2txt[iid] = []
             for cap in captions:
@@ -196,6 +266,22 @@ class RetrievalEvalDataset(_MediaMixin, Dataset):
                 self.text.append(pre_text(cap))
                 self.txt2img[tid] = iid
                 self.img2txt[iid].append(tid)
+
+    def drop_media(self, paths: set[str]) -> None:
+        """Remove unreadable media, and the texts left without a ground-truth item (``skip_unreadable_media``)."""
+        kept = []
+        for rec in self.records:
+            if isinstance(rec["image"], list):
+                media = [m for m in rec["image"] if m not in paths]
+                if media:
+                    kept.append({**rec, "image": media})
+            elif rec["image"] not in paths:
+                kept.append(rec)
+        self.records = kept
+        self._index()
+
+    def source_of(self, index: int) -> tuple[str, int | None]:
+        return self.image_source[index]
 
     def __len__(self) -> int:
         return len(self.image)
@@ -205,7 +291,7 @@ class RetrievalEvalDataset(_MediaMixin, Dataset):
 
     def __getitem__(self, index: int):
         media, index = self.load(index, self.media_path(index))
-        return media, index
+        return media if isinstance(media, Unreadable) else (media, index)
 
 
 class MultipleChoiceDataset(_MediaMixin, Dataset):
@@ -234,8 +320,17 @@ class MultipleChoiceDataset(_MediaMixin, Dataset):
     def media_path(self, index: int) -> str:
         return self.anno[index]["image"]
 
+    def source_of(self, index: int) -> tuple[str, int | None]:
+        return self.anno[index]["_source"]
+
+    def drop_media(self, paths: set[str]) -> None:
+        """Remove the records whose media is unreadable (``skip_unreadable_media``)."""
+        self.anno = [rec for rec in self.anno if rec["image"] not in paths]
+
     def __getitem__(self, index: int):
         media, index = self.load(index, self.media_path(index))
+        if isinstance(media, Unreadable):
+            return media
         rec = self.anno[index]
         raw = {k: v for k, v in rec.items() if k != "_source"}
         return media, [pre_text(c) for c in rec["caption"]], rec["answer"], raw
@@ -283,8 +378,17 @@ class QADataset(_MediaMixin, Dataset):
     def media_path(self, index: int) -> str:
         return self.anno[index]["image"]
 
+    def source_of(self, index: int) -> tuple[str, int | None]:
+        return self.anno[index]["_source"]
+
+    def drop_media(self, paths: set[str]) -> None:
+        """Remove the questions whose media is unreadable (``skip_unreadable_media``)."""
+        self.anno = [rec for rec in self.anno if rec["image"] not in paths]
+
     def __getitem__(self, index: int):
         media, index = self.load(index, self.media_path(index))
+        if isinstance(media, Unreadable):
+            return media
         rec = self.anno[index]
         question = pre_text(rec["question"])
         if self.train:

@@ -1,6 +1,8 @@
 """Singularity retrieval / pre-training models: ITC, ITM (safe hard negatives) and MLM losses (spec 4)."""
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -13,6 +15,8 @@ from singularity.models.vision import (
     resize_temporal_embeddings,
 )
 from singularity.models.xbert import XBertForMaskedLM, XBertModel, init_bert_weights, load_bert_config
+
+logger = logging.getLogger("singularity")
 
 
 def vit_config_path(config) -> str:
@@ -49,6 +53,8 @@ class SingularityBase(nn.Module):
         init_bert_weights(self.text_encoder, self.bert_config.initializer_range)
         self.num_frames = int(cfg_get(config, "video_input.num_frames", 1))
         self.add_temporal_embed = bool(cfg_get(config, "add_temporal_embed", False))
+        self.resize_learned_tables = bool(cfg_get(config, "resize_learned_tables", False))
+        self._resize_logged: set[int] = set()
         self.temporal_embeddings = nn.Parameter(torch.zeros(1, self.num_frames, 1, self.vision_width))
         self.use_temporal_encoder = bool(cfg_get(config, "temporal_vision_encoder.enable", False))
         self.update_pooler_embed = bool(cfg_get(config, "temporal_vision_encoder.update_pooler_embed", False))
@@ -76,6 +82,8 @@ class SingularityBase(nn.Module):
         tokens, pooled = self._encode_image(image)
         b, t, length, d = tokens.shape
         if self.add_temporal_embed:
+            if t != self.temporal_embeddings.shape[1]:
+                self._check_temporal_resize(t)
             tokens = tokens + resize_temporal_embeddings(self.temporal_embeddings, t).to(tokens.dtype)
         if t > 1 and self.use_temporal_encoder:
             x = tokens.transpose(1, 2).reshape(b * length, t, d)
@@ -84,6 +92,17 @@ class SingularityBase(nn.Module):
             if self.update_pooler_embed:
                 pooled = tokens[:, :, 0]
         return tokens.reshape(b, t * length, d), pooled
+
+    def _check_temporal_resize(self, frames: int) -> None:
+        """Resizing the learned temporal embeddings to ``frames`` needs ``resize_learned_tables`` (logged once)."""
+        have = self.temporal_embeddings.shape[1]
+        if not self.resize_learned_tables:
+            raise ValueError(f"{frames} frames but {have} learned temporal embeddings: pass "
+                             "resize_learned_tables=True to truncate / interpolate them (the original's behaviour)")
+        if frames not in self._resize_logged:
+            self._resize_logged.add(frames)
+            how = "linearly interpolated" if frames > have else "truncated"
+            logger.warning("temporal embeddings %s from %d to %d frames (resize_learned_tables=True)", how, have, frames)
 
     def encode_text(self, text: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Text-only layers -> (hidden (B, Lt, d), CLS (B, d))."""

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Shared by the task scripts (sourced): validation helpers and the local (torchrun) / slurm (srun) launch.
-# SL_DRY_RUN=1 prints the launch command instead of running it. SL_CODE_SNAPSHOT=1 copies the package into
+# SL_DRY_RUN=1 prints the launch command instead of running it (and creates nothing). SL_CODE_SNAPSHOT=1 copies the package into
 # $output_dir/code (the original rsync'ed a directory that had to be named `singularity`; pitfall 9.15 F).
 # wandb is off unless WANDB_ENABLE=True (the original forced it on; pitfall 9.14 F).
 
@@ -17,12 +17,34 @@ sl_check_choice() {  # value name choices...
 
 sl_check_int() { [[ "$1" =~ ^[0-9]+$ ]] || sl_die "NGPU must be a positive integer, got '$1'"; }
 
+sl_results_in() {  # dir -> prints the entries that are results (anything but code/ and slurm* logs, spec 2.3)
+  find "$1" -mindepth 1 -maxdepth 1 ! -name code ! -name '*slurm*' -printf '%f\n' 2>/dev/null
+}
+
+SL_MADE_DIR=""
 sl_prepare_output_dir() {  # output_dir
-  if [[ -d "$1" ]]; then sl_die "Dir $1 already exist. Exit."; fi
+  # a directory left by a failed launch (only code/ and slurm logs) does not block the retry (issue 11)
+  if [[ -e "$1" && ! -d "$1" ]]; then sl_die "$1 exists and is not a directory. Exit."; fi
+  if [[ -d "$1" && -n "$(sl_results_in "$1")" ]]; then sl_die "Dir $1 already exist. Exit."; fi
+  if [[ "${SL_DRY_RUN:-0}" == "1" ]]; then
+    [[ -d "$1" ]] || echo "dry run: would create $1 (not created)" >&2
+    return 0
+  fi
+  [[ -d "$1" ]] || SL_MADE_DIR=$1
   mkdir -p "$1"
   if [[ "${SL_CODE_SNAPSHOT:-0}" == "1" ]]; then
     mkdir -p "$1/code"
     (cd "${SL_PKG_DIR}" && tar --exclude='*.out' --exclude='__pycache__' -cf - .) | (cd "$1/code" && tar -xf -)
+  fi
+}
+
+sl_cleanup_failed_launch() {  # output_dir: remove what this script made if the run left nothing else there
+  local dir=$1
+  [[ -n "$SL_MADE_DIR" && "$SL_MADE_DIR" == "$dir" && -d "$dir" ]] || return 0
+  if [[ -z "$(find "$dir" -mindepth 1 -maxdepth 1 ! -name code -print -quit)" ]]; then
+    rm -rf -- "$dir/code"
+    rmdir -- "$dir"
+    echo "launch failed: removed the output dir it had created (${dir})"
   fi
 }
 
@@ -48,5 +70,10 @@ sl_launch() {  # mode ngpu output_dir entry config overrides...
     printf '%q ' "${cmd[@]}"; echo
     return 0
   fi
-  PYTHONPATH="${SL_REPO_DIR}:${PYTHONPATH:-}" "${cmd[@]}"
+  local status=0
+  PYTHONPATH="${SL_REPO_DIR}:${PYTHONPATH:-}" "${cmd[@]}" || status=$?
+  if [[ $status -ne 0 ]]; then
+    sl_cleanup_failed_launch "$output_dir"
+    exit "$status"
+  fi
 }

@@ -12,8 +12,8 @@ from common.distributed import barrier, is_main_process
 from common.errors import run_cli
 from singularity.config import setup_config
 from singularity.data.build import retrieval_eval_loaders, train_meta_loader
-from singularity.engine import (log_wandb, prepare_model, prepare_training, save_checkpoint, setup_output_dir,
-                                setup_runtime, setup_wandb, train_one_epoch, write_json)
+from singularity.engine import (check_output_dir, log_wandb, prepare_model, prepare_training, save_checkpoint,
+                                setup_output_dir, setup_runtime, setup_wandb, train_one_epoch, write_json)
 from singularity.models.config_paths import cfg_get
 from singularity.models.tokenizer import TextTokenizer
 from singularity.tasks.retrieval import evaluate_all, retrieval_step
@@ -26,11 +26,12 @@ def run_pretrain(config) -> dict:
     if cfg_get(config, "evaluate", False):
         raise ValueError("tasks/pretrain.py has no evaluate mode: evaluate with eval_ret.sh / tasks/retrieval.py")
     runtime = setup_runtime(config)
-    output_dir = setup_output_dir(config)
+    check_output_dir(config)  # before any work: a failed launch leaves no directory
     tokenizer = TextTokenizer(str(cfg_get(config, "text_encoder")))
     train_loader = train_meta_loader(config)
     test_loaders = retrieval_eval_loaders(config, list(cfg_get(config, "test_file").keys()))
     model, wrapped, checkpoint = prepare_model("pretrain", config, runtime, tokenizer)
+    output_dir = setup_output_dir(config)
     setup_wandb(config, runtime, model)
     optimizer, scheduler, start_epoch, global_step = prepare_training(wrapped, config, len(train_loader),
                                                                       checkpoint, runtime)
@@ -60,7 +61,7 @@ def run_pretrain(config) -> dict:
 
 def main(argv=None) -> int:
     """CLI entry: ``CONFIG.yaml key=value ...``."""
-    run_pretrain(setup_config(sys.argv[1:] if argv is None else argv))
+    run_pretrain(setup_config(sys.argv[1:] if argv is None else argv, default_config="pretrain.yaml"))
     return 0
 
 

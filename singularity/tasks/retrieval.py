@@ -13,8 +13,9 @@ from common.distributed import barrier
 from common.errors import run_cli
 from singularity.config import setup_config
 from singularity.data.build import retrieval_eval_loaders, train_meta_loader
-from singularity.engine import (log_wandb, max_text_len, prepare_model, prepare_training, save_checkpoint,
-                                setup_output_dir, setup_runtime, setup_wandb, train_one_epoch, write_json)
+from singularity.engine import (check_output_dir, log_wandb, max_text_len, prepare_model, prepare_training,
+                                save_checkpoint, setup_output_dir, setup_runtime, setup_wandb, train_one_epoch,
+                                write_json)
 from singularity.evaluation import evaluation, itm_eval
 from singularity.models.config_paths import cfg_get
 from singularity.models.tokenizer import TextTokenizer
@@ -45,6 +46,9 @@ def evaluate_all(model, loaders: dict, tokenizer, runtime, config, scores: dict 
         ds = loader.dataset
         results[f"{name}/"] = itm_eval(i2t_x, t2i_x, ds.txt2img, ds.img2txt)
         results[f"{name}_emb/"] = itm_eval(i2t_emb, t2i_emb, ds.txt2img, ds.img2txt)
+        if cfg_get(config, "skip_unreadable_media", False):  # counted in the results file (issue 11)
+            for key in (f"{name}/", f"{name}_emb/"):
+                results[key]["skipped_unreadable"] = len(ds.skipped)
         if scores is not None:
             scores[name] = (i2t_x, t2i_x, i2t_emb, t2i_emb)
     for name, metrics in results.items():
@@ -55,7 +59,7 @@ def evaluate_all(model, loaders: dict, tokenizer, runtime, config, scores: dict 
 def run_retrieval(config) -> dict:
     """Train (unless ``evaluate``) then evaluate; returns the last evaluation results."""
     runtime = setup_runtime(config)
-    output_dir = setup_output_dir(config)
+    check_output_dir(config)  # before any work: a failed launch leaves no directory
     tokenizer = TextTokenizer(str(cfg_get(config, "text_encoder")))
     evaluate_only = bool(cfg_get(config, "evaluate", False))
     test_types = list(cfg_get(config, "test_types", []) or list(cfg_get(config, "test_file").keys()))
@@ -65,6 +69,7 @@ def run_retrieval(config) -> dict:
     if train_loader is not None and len(train_loader.loaders) != 1:
         raise ValueError("retrieval fine-tuning needs a single media type in train_file")
     model, wrapped, checkpoint = prepare_model("retrieval", config, runtime, tokenizer)
+    output_dir = setup_output_dir(config)
     if evaluate_only:
         results = evaluate_all(model, test_loaders, tokenizer, runtime, config)
         if output_dir is not None:
@@ -109,7 +114,7 @@ def run_retrieval(config) -> dict:
 
 def main(argv=None) -> int:
     """CLI entry: ``CONFIG.yaml key=value ...``."""
-    run_retrieval(setup_config(sys.argv[1:] if argv is None else argv))
+    run_retrieval(setup_config(sys.argv[1:] if argv is None else argv, default_config="ret_msrvtt.yaml"))
     return 0
 
 

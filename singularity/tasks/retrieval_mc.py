@@ -14,7 +14,7 @@ from common.distributed import barrier, is_main_process
 from common.errors import run_cli
 from singularity.config import setup_config
 from singularity.data.build import mc_loader
-from singularity.engine import prepare_model, setup_output_dir, setup_runtime, write_json
+from singularity.engine import check_output_dir, prepare_model, setup_output_dir, setup_runtime, write_json
 from singularity.evaluation import evaluate_mc
 from singularity.models.config_paths import cfg_get
 from singularity.models.tokenizer import TextTokenizer
@@ -25,15 +25,19 @@ logger = logging.getLogger("singularity")
 def run_mc(config) -> float:
     """Accuracy (%) on ``test_file[test_types[0]]``; writes eval_res.json and prediction_scores.pth (spec 2.6)."""
     runtime = setup_runtime(config)
-    output_dir = setup_output_dir(config)
+    check_output_dir(config)  # before any work: a failed launch leaves no directory
     tokenizer = TextTokenizer(str(cfg_get(config, "text_encoder")))
     name = list(cfg_get(config, "test_types", ["mc_test"]))[0]
     loader = mc_loader(config, name)
     model, _, _ = prepare_model("retrieval", config, runtime, tokenizer)
+    output_dir = setup_output_dir(config)
     accuracy, predictions = evaluate_mc(model, loader, tokenizer, runtime.device, config, runtime.autocast)
     logger.info("MC accuracy on %s: %.2f", name, accuracy)
     if output_dir is not None and is_main_process():
-        write_json(output_dir / "eval_res.json", {"test": accuracy})
+        result = {"test": accuracy}
+        if cfg_get(config, "skip_unreadable_media", False):  # skipped videos are left out and counted (issue 11)
+            result["skipped_unreadable"] = len(loader.dataset.skipped)
+        write_json(output_dir / "eval_res.json", result)
         torch.save(predictions, output_dir / "prediction_scores.pth")
     barrier()
     return accuracy
@@ -41,7 +45,7 @@ def run_mc(config) -> float:
 
 def main(argv=None) -> int:
     """CLI entry: ``CONFIG.yaml key=value ...``."""
-    run_mc(setup_config(sys.argv[1:] if argv is None else argv))
+    run_mc(setup_config(sys.argv[1:] if argv is None else argv, default_config="ret_msrvtt_mc.yaml"))
     return 0
 
 

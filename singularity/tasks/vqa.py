@@ -16,9 +16,10 @@ import torch
 from common.distributed import all_gather_object, barrier, get_rank, is_main_process, progress
 from common.errors import InputError, run_cli
 from singularity.config import setup_config
+from singularity.data.annotations import checked_batches
 from singularity.data.build import qa_eval_loader, qa_train_loader
-from singularity.engine import (log_wandb, prepare_model, prepare_training, save_checkpoint, setup_output_dir,
-                                setup_runtime, setup_wandb, train_one_epoch, write_json)
+from singularity.engine import (check_output_dir, log_wandb, prepare_model, prepare_training, save_checkpoint,
+                                setup_output_dir, setup_runtime, setup_wandb, train_one_epoch, write_json)
 from singularity.evaluation import qa_exact_match, vqa_accuracy
 from singularity.models.config_paths import cfg_get
 from singularity.models.tokenizer import TextTokenizer
@@ -58,7 +59,7 @@ def predict(model, loader, tokenizer, answer_list, runtime, config) -> list[dict
     ans = {k: v.to(runtime.device) for k, v in ans.items()}
     k = int(cfg_get(config, "k_test", 128))
     out = []
-    for media, questions, qids in progress(loader, desc="QA eval", leave=False):
+    for media, questions, qids in progress(checked_batches(loader), total=len(loader), desc="QA eval", leave=False):
         q = {kk: v.to(runtime.device) for kk, v in tokenizer(list(questions), int(cfg_get(config, "max_q_len", 25))).items()}
         with runtime.autocast():
             topk_ids, _ = model.rank_answers(media.to(runtime.device), q, ans["input_ids"], ans["attention_mask"], k)
@@ -86,16 +87,20 @@ def evaluate_split(model, name, loader, tokenizer, answer_list, runtime, config,
     if dataset_name == "vqa":
         if list(cfg_get(config, "test_types"))[0] != "minival" or "answer" not in anno[0]:
             return None  # vqa test predictions are only written, for the evaluation server (spec 5.8)
-        return vqa_accuracy(merged, anno)
-    if "answer" not in anno[0]:
+        accuracy = vqa_accuracy(merged, anno)
+    elif "answer" not in anno[0]:
         return None
-    return qa_exact_match(merged, anno)
+    else:
+        accuracy = qa_exact_match(merged, anno)
+    if cfg_get(config, "skip_unreadable_media", False):  # skipped questions are left out and counted (issue 11)
+        accuracy["skipped_unreadable"] = len(loader.dataset.skipped)
+    return accuracy
 
 
 def run_vqa(config) -> dict:
     """Train (unless ``evaluate``) and evaluate; returns ``{split: accuracy dict}``."""
     runtime = setup_runtime(config)
-    output_dir = setup_output_dir(config)
+    check_output_dir(config)  # before any work: a failed launch leaves no directory
     tokenizer = TextTokenizer(str(cfg_get(config, "text_encoder")))
     answer_list = load_answer_list(str(cfg_get(config, "answer_list")))
     evaluate_only = bool(cfg_get(config, "evaluate", False))
@@ -103,6 +108,7 @@ def run_vqa(config) -> dict:
     loaders = {name: qa_eval_loader(config, name) for name in test_types}
     train_loader = None if evaluate_only else qa_train_loader(config)
     model, wrapped, checkpoint = prepare_model("vqa", config, runtime, tokenizer)
+    output_dir = setup_output_dir(config)
 
     def evaluate_all(suffix="latest"):
         res = {}
@@ -157,7 +163,7 @@ def run_vqa(config) -> dict:
 
 def main(argv=None) -> int:
     """CLI entry: ``CONFIG.yaml key=value ...``."""
-    run_vqa(setup_config(sys.argv[1:] if argv is None else argv))
+    run_vqa(setup_config(sys.argv[1:] if argv is None else argv, default_config="qa_msrvtt.yaml"))
     return 0
 
 

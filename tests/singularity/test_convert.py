@@ -109,8 +109,9 @@ def test_architecture_inferred_from_temporal_keys(tiny_model_factory):
     cfg = OmegaConf.create({"add_temporal_embed": False, "video_input": {"num_frames": 1},
                             "temporal_vision_encoder": {"enable": False, "num_layers": 2}})
     changed = apply_inferred_architecture(cfg, temporal)
+    # the frame count follows the checkpoint's temporal_embeddings (spec section 8 / pitfall 9.2 F)
     assert changed == {"temporal_vision_encoder.enable": True, "temporal_vision_encoder.num_layers": 1,
-                       "add_temporal_embed": True}
+                       "add_temporal_embed": True, "video_input.num_frames": 4}
 
 
 def test_relative_position_table_and_temporal_interpolation(tiny_model_factory):
@@ -118,8 +119,10 @@ def test_relative_position_table_and_temporal_interpolation(tiny_model_factory):
 
     small = tiny_model_factory("retrieval", seed=9)  # 32 px / patch 8 -> 4x4 grid, 7*7+3 = 52 rows
     big = tiny_model_factory("retrieval", seed=10, image_res=48)  # 6x6 grid -> 11*11+3 = 124 rows
-    report = load_pretrained(big, small.state_dict())
-    assert report.ok
+    with pytest.raises(InputError, match="resize_learned_tables=True"):
+        load_pretrained(big, small.state_dict())  # another image_res: resampling is an explicit decision
+    report = load_pretrained(big, small.state_dict(), resize_tables=True)
+    assert report.ok and len(report.resized) == 2  # one table per tiny BEiT layer, named in the log
     table = big.vision_encoder.layers[0].relative_position_bias.relative_position_bias_table
     src = small.vision_encoder.layers[0].relative_position_bias.relative_position_bias_table
     assert table.shape == (124, 4) and torch.equal(table[-3:], src[-3:])

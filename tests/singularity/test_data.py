@@ -3,10 +3,12 @@ import json
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from common.errors import InputError
 from singularity.data.annotations import (ImageTextTrainDataset, MultipleChoiceDataset, QADataset,
-                                          RetrievalEvalDataset, load_anno, qa_collate)
+                                          RetrievalEvalDataset, Unreadable, checked_batches, eval_collate,
+                                          load_anno, qa_collate)
 from singularity.data.transforms import EvalTransform, TrainTransform
 
 
@@ -74,11 +76,13 @@ def test_not_a_list_and_bad_json(tmp_path):
         load_anno([str(tmp_path / "missing.json"), "/r"])
 
 
-def test_eval_read_failure_raises_train_retries(tmp_path, syn_dir):
+def test_eval_read_failure_is_an_error_train_retries(tmp_path, syn_dir):
     anno = _write(tmp_path, "r.json", [{"video": "missing.mp4", "caption": "a"}])
     ds = RetrievalEvalDataset([anno, str(tmp_path), "video"], EvalTransform(32))
-    with pytest.raises(RuntimeError, match="after 1 tries"):
-        ds[0]
+    item = ds[0]  # an unreadable eval item is reported, never replaced (raised in the main process)
+    assert isinstance(item, Unreadable) and item.path.endswith("missing.mp4") and item.record == 0
+    with pytest.raises(InputError, match="missing.mp4.*skip_unreadable_media"):
+        next(checked_batches(DataLoader(ds, batch_size=1, collate_fn=eval_collate())))
     vid = str(syn_dir / "videos_images" / "syn_vid")
     good = _write(tmp_path, "t.json", [{"video": "missing.mp4", "caption": "a"},
                                        {"video": "test_red_ring_00.mp4", "caption": "b"}])

@@ -21,7 +21,9 @@ def test_train_scripts_commands(tmp_path):
     assert "tasks/retrieval.py" in cmd and "configs/ret_msrvtt.yaml" in cmd
     assert f"output_dir={tmp_path}/ret_msrvtt/msrvtt_e1" in cmd and cmd.rstrip().endswith("pretrained_path=/x.pth")
     assert "wandb.enable=False" in cmd  # optional, off by default (pitfall 9.14 F)
-    assert (tmp_path / "ret_msrvtt" / "msrvtt_e1").is_dir()
+    assert not (tmp_path / "ret_msrvtt").exists()  # SL_DRY_RUN=1 creates nothing (issue 11)
+    (tmp_path / "ret_msrvtt" / "msrvtt_e1").mkdir(parents=True)
+    (tmp_path / "ret_msrvtt" / "msrvtt_e1" / "ckpt_best.pth").write_bytes(b"x")
     again = run("train_ret.sh", "e1", "msrvtt", "2", "local", exp_dir=tmp_path)
     assert again.returncode == 1 and "already exist. Exit." in again.stdout
     pt = run("pretrain.sh", "x", "webvid_cc3m", "3", "local", exp_dir=tmp_path, MASTER_PORT="41234")

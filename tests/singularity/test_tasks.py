@@ -78,3 +78,4 @@ def test_cli_entry_points_one_line_errors(tmp_path):
     proc = subprocess.run([sys.executable, "tasks/pretrain.py", "--help"], cwd=REPO / "singularity",
                           capture_output=True, text=True)
     assert proc.returncode == 0 and "key=value" in proc.stdout and "ret_msrvtt.yaml" in proc.stdout
+    assert "scheduler.epochs (int) = 10" in proc.stdout and "skip_unreadable_media (bool)" in proc.stdout  # keys listed
