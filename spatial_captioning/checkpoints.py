@@ -5,16 +5,15 @@ Writes the README/ORT names and reads both those and HEAD's (`model.pt`, `infos.
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
-from common.checkpoint import load_checkpoint_file, load_state_dict_strict
+from common.checkpoint import _atomic_write, load_checkpoint_file, load_state_dict_strict
 from common.errors import InputError
+from common.safe_pickle import load_pickle, torch_load
 
 
 def infos_name(run_id: str, best: bool = False) -> str:
@@ -48,58 +47,43 @@ def find_model_file(directory: str | Path, names: tuple[str, ...] = ("model.pth"
     return None
 
 
-class _TolerantUnpickler(pickle.Unpickler):
-    """Unpickles infos written by the original (py2, argparse.Namespace); unknown classes become dict-like."""
+def load_infos(path: str | Path, trust: bool = False) -> dict:
+    """Read an infos/histories pickle with the restricted unpickler; opt comes back as a plain dict in this
+    implementation's option names (argparse.Namespace and ORT's names accepted, spec 6.2)."""
+    from spatial_captioning.opts import native_options
 
-    SAFE = {("argparse", "Namespace"), ("collections", "defaultdict"), ("collections", "OrderedDict"),
-            ("builtins", "set"), ("builtins", "frozenset"), ("__builtin__", "set"), ("copy_reg", "_reconstructor"),
-            ("builtins", "object"), ("__builtin__", "object"), ("numpy", "dtype"),
-            ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-            ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
-            ("copyreg", "_reconstructor"), ("torch._utils", "_rebuild_tensor_v2"), ("torch", "FloatStorage"),
-            ("torch", "LongStorage"), ("torch.storage", "_load_from_bytes")}
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self.SAFE:
-            if module == "__builtin__":
-                module = "builtins"
-            if module == "copy_reg":
-                module = "copyreg"
-            return super().find_class(module, name)
-        return type(name, (dict,), {"__setstate__": lambda self, state: self.update(state if isinstance(state, dict)
-                                                                                       else {"state": state})})
-
-
-def load_infos(path: str | Path) -> dict:
-    """Read an infos/histories pickle; opt comes back as a plain dict (Namespace accepted, spec 6.2)."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            data = _TolerantUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError) as err:
-        raise InputError(path, f"not a readable infos pickle ({err})") from None
+    if not path.is_file():
+        raise InputError(path, "infos pickle not found")
+    data = load_pickle(path, trust=trust)
     if not isinstance(data, dict):
         raise InputError(path, f"expected a dict, got {type(data).__name__}")
-    if isinstance(data.get("opt"), argparse.Namespace):
-        data["opt"] = vars(data["opt"])
-    if "vocab" in data and isinstance(data["vocab"], dict):
+    if "opt" in data:
+        opt = data["opt"]
+        if isinstance(opt, argparse.Namespace):
+            opt = vars(opt)
+        if not isinstance(opt, dict):
+            raise InputError(path, f"'opt' is a {type(opt).__name__}, not a Namespace or dict", field="opt")
+        data["opt"] = native_options(opt, path)
+    if "vocab" in data:
+        if not isinstance(data["vocab"], dict) or not data["vocab"]:
+            raise InputError(path, "'vocab' must be a non-empty ix_to_word dict", field="vocab")
         data["vocab"] = {str(k): v for k, v in data["vocab"].items()}
     return data
 
 
 def save_pickle(obj: Any, path: str | Path) -> Path:
-    """Atomically pickle obj to path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Atomically pickle obj to path (the user's umask applies)."""
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return _atomic_write(path, lambda handle: handle.write(data))
+
+
+def load_optimizer_state(path: str | Path, trust: bool = False) -> dict:
+    """An optimizer.pth state dict, read through common.safe_pickle."""
+    state = torch_load(path, trust=trust)
+    if not isinstance(state, dict):
+        raise InputError(path, f"expected an optimizer state dict, got {type(state).__name__}")
+    return state
 
 
 def load_model_weights(model: torch.nn.Module, path: str | Path, trust: bool = False) -> None:
@@ -107,5 +91,13 @@ def load_model_weights(model: torch.nn.Module, path: str | Path, trust: bool = F
     from spatial_captioning.convert import convert_state_dict
 
     obj = load_checkpoint_file(path, trust=trust)
-    sd = convert_state_dict(obj)
+    if not isinstance(obj, Mapping):
+        raise InputError(path, f"holds a {type(obj).__name__}, not a state dict")
+    try:
+        sd = convert_state_dict(obj)
+    except ValueError as err:
+        raise InputError(path, str(err)) from None
+    for key, value in sd.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise InputError(path, "weights contain NaN or inf", field=key)
     load_state_dict_strict(model, sd, strict=True, source=path)

@@ -19,6 +19,7 @@ import torch
 from common.checkpoint import (CheckpointKeyError, extract_state_dict, load_checkpoint_file, load_state_dict_strict,
                                remap_keys)
 from common.errors import InputError, run_cli
+from common.safe_pickle import add_trust_flag
 
 DEFAULT_KEY_FILE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "spatial_captioning_state_dict_keys.txt"
 
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="key file (name<TAB>shape); default: tests/fixtures/spatial_captioning_state_dict_keys.txt")
     parser.add_argument("--input", default=None, help="original checkpoint (model.pth / model-best.pth) to convert")
     parser.add_argument("--output", default=None, help="where to write the converted state dict")
-    parser.add_argument("--trust_checkpoint", action="store_true", help="allow full unpickling of --input")
+    add_trust_flag(parser)
     args = parser.parse_args(argv)
     if args.check_keys:
         return check_keys(args.check_keys)

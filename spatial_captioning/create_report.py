@@ -6,6 +6,7 @@ import time
 from typing import Sequence
 
 from common.errors import InputError, run_cli
+from common.safe_pickle import add_trust_flag
 from spatial_captioning.report import load_report_pickle, write_report
 
 
@@ -21,6 +22,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="append _%%Y-%%m-%%d--%%H_%%M_%%S to --out_dir")
     p.add_argument("--no_add_time", dest="add_time", action="store_false", help="do not append the time (default)")
     p.set_defaults(add_time=False)
+    add_trust_flag(p)
     return p.parse_args(argv)
 
 
@@ -30,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args.pickles) != len(args.run_names):
         raise InputError("--run_names", f"{len(args.run_names)} names for {len(args.pickles)} pickles")
     out_dir = args.out_dir + (time.strftime("_%Y-%m-%d--%H_%M_%S") if args.add_time else "")
-    runs = [load_report_pickle(path, name) for path, name in zip(args.pickles, args.run_names)]
+    runs = [load_report_pickle(path, name, args.trust_checkpoint) for path, name in zip(args.pickles, args.run_names)]
     index = write_report(runs, out_dir)
     print(f"report written to {index}")
     return 0

@@ -42,22 +42,45 @@ def unk_index(ix_to_word: dict[str, str]) -> int | None:
     return v if ix_to_word.get(str(v)) == "UNK" else None
 
 
-def load_labels(path: str | os.PathLike, num_images: int) -> dict[str, np.ndarray]:
-    """Read cocotalk_label.h5 into RAM and check it against the json's image count."""
+LABEL_KEYS = ("labels", "label_start_ix", "label_end_ix", "label_length")
+
+
+def load_labels(path: str | os.PathLike, num_images: int, vocab_size: int | None = None) -> dict[str, np.ndarray]:
+    """Read cocotalk_label.h5 into RAM and check it against the json's images and vocabulary (spec 3.3)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "file not found (run scripts/prepro_labels.py to create the label h5)")
     out = {}
-    with h5py.File(path, "r") as f:
-        for key in ("labels", "label_start_ix", "label_end_ix", "label_length"):
-            if key not in f:
-                raise InputError(path, "missing dataset", field=key)
-            out[key] = f[key][()]
-    if out["labels"].ndim != 2:
-        raise InputError(path, f"labels must be 2-D (M, T), got shape {out['labels'].shape}", field="labels")
-    if len(out["label_start_ix"]) != num_images:
-        raise InputError(path, f"label_start_ix has {len(out['label_start_ix'])} rows but the json lists "
-                               f"{num_images} images", field="label_start_ix")
+    try:
+        with h5py.File(path, "r") as f:
+            for key in LABEL_KEYS:
+                if key not in f:
+                    raise InputError(path, "missing dataset", field=key)
+                out[key] = f[key][()]
+    except OSError as err:
+        raise InputError(path, f"not a readable HDF5 file ({str(err).splitlines()[0][:120]})") from None
+    for key, value in out.items():
+        if not isinstance(value, np.ndarray) or not np.issubdtype(value.dtype, np.integer):
+            raise InputError(path, f"must be an integer array, got {getattr(value, 'dtype', type(value))}", field=key)
+    labels = out["labels"]
+    if labels.ndim != 2 or labels.shape[0] == 0 or labels.shape[1] == 0:
+        raise InputError(path, f"labels must be a non-empty 2-D (M, T) array, got shape {labels.shape}",
+                         field="labels")
+    for key in ("label_start_ix", "label_end_ix"):
+        if out[key].shape != (num_images,):
+            raise InputError(path, f"{key} has shape {out[key].shape} but the json lists {num_images} images",
+                             field=key)
+    start, end = out["label_start_ix"].astype(np.int64), out["label_end_ix"].astype(np.int64)
+    bad = np.flatnonzero((start < 1) | (end < start) | (end > labels.shape[0]))
+    if bad.size:
+        i = int(bad[0])
+        raise InputError(path, f"caption rows {start[i]}..{end[i]} are outside the {labels.shape[0]} rows of "
+                               "'labels' (too few rows, or an image without captions)", record=i,
+                         field="label_end_ix")
+    if vocab_size is not None and labels.size and (labels.min() < 0 or labels.max() > vocab_size):
+        row = int(np.flatnonzero((labels < 0).any(1) | (labels > vocab_size).any(1))[0])
+        raise InputError(path, f"word index outside the json's vocabulary 1..{vocab_size}", record=row,
+                         field="labels")
     return out
 
 
@@ -66,13 +89,27 @@ def _load_array(path: Path, image_id: Any, key: str | None = None) -> np.ndarray
         raise InputError(path, "feature file not found", record=image_id)
     try:
         if key is None:
-            return np.load(path)
-        with np.load(path) as z:
+            return np.load(path, allow_pickle=False)
+        with np.load(path, allow_pickle=False) as z:
             if key not in z:
                 raise InputError(path, f"npz has no '{key}' array (keys: {list(z.keys())})", record=image_id, field=key)
             return z[key]
-    except (ValueError, OSError) as err:
-        raise InputError(path, f"unreadable: {err}", record=image_id) from None
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(path, f"unreadable: {str(err)[:160]}", record=image_id) from None
+
+
+def check_array(arr: np.ndarray, path: Path, image_id: Any, field: str, width: int | None) -> np.ndarray:
+    """A non-empty, finite, floating (K, width) array, else an InputError naming file, image and field."""
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise InputError(path, f"dtype {arr.dtype} is not floating point", record=image_id, field=field)
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise InputError(path, f"expected a non-empty (K, D) array, got shape {arr.shape}", record=image_id,
+                         field=field)
+    if width is not None and arr.shape[1] != width:
+        raise InputError(path, f"width {arr.shape[1]} but the model expects {width}", record=image_id, field=field)
+    if not np.isfinite(arr).all():
+        raise InputError(path, "contains NaN or inf", record=image_id, field=field)
+    return arr.astype(np.float32, copy=False)
 
 
 def _l2_rows(x: np.ndarray) -> np.ndarray:
@@ -102,7 +139,7 @@ class DataLoader:
         self.info = load_cocotalk(_opt(opt, "input_json"))
         self.ix_to_word = {str(k): v for k, v in self.info["ix_to_word"].items()}
         self.label_path = _opt(opt, "input_label_h5")
-        self.h5 = load_labels(self.label_path, len(self.info["images"]))
+        self.h5 = load_labels(self.label_path, len(self.info["images"]), len(self.ix_to_word))
         self.use_grid = bool(_opt(opt, "use_grid", False)) or _opt(opt, "caption_model") == "spatial_pe"
         self.use_box = bool(_opt(opt, "use_box", False)) or _opt(opt, "caption_model") in ("ort", "relation_transformer")
         self.box_coord = _opt(opt, "enc_pos_type", "gxg") == "box-coord"
@@ -122,6 +159,7 @@ class DataLoader:
         self.cache: dict[int, dict] | None = {} if int(_opt(opt, "cache_features", 0) or 0) else None
         if state:
             self.load_state_dict(state)
+        self.load_image(self.split_ix[0])  # feature width / grid size against the model's options, before any work
 
     # --- vocabulary -----------------------------------------------------------------------------------------
     def vocab_size(self) -> int:
@@ -204,29 +242,32 @@ class DataLoader:
     def _read_image(self, ix: int) -> dict[str, np.ndarray]:
         img = self.info["images"][ix]
         image_id = img["id"]
-        feat_dir = Path(_opt(self.opt, "input_img_feat_dir"))
+        feat_size = int(_opt(self.opt, "img_feat_size", 2048) or 2048)
         out: dict[str, np.ndarray] = {}
-        if not self.use_fc:
-            feat = _load_array(feat_dir / f"{image_id}.npz", image_id, "feat").astype(np.float32)
-            feat = feat.reshape(-1, feat.shape[-1])
-            if int(_opt(self.opt, "norm_img_feat", 0)):
-                feat = _l2_rows(feat)
-            out["feat"] = feat
-        else:
-            fc_dir = Path(_opt(self.opt, "input_fc_feat_dir"))
-            out["fc"] = _load_array(fc_dir / f"{image_id}.npy", image_id).astype(np.float32).reshape(-1)
+        if self.use_fc:
+            path = Path(_opt(self.opt, "input_fc_feat_dir")) / f"{image_id}.npy"
+            fc = _load_array(path, image_id)
+            out["fc"] = check_array(fc.reshape(1, -1), path, image_id, "fc", feat_size).reshape(-1)
             return out
+        feat_path = Path(_opt(self.opt, "input_img_feat_dir")) / f"{image_id}.npz"
+        feat = _load_array(feat_path, image_id, "feat")
+        feat = check_array(feat.reshape(-1, feat.shape[-1]) if feat.ndim > 2 else feat, feat_path, image_id, "feat",
+                           feat_size)
+        if int(_opt(self.opt, "norm_img_feat", 0)):
+            feat = _l2_rows(feat)
+        out["feat"] = feat
         boxes = None
         if self.use_grid and not self.box_coord:
             path = Path(_opt(self.opt, "input_grid_vec_dir")) / f"{image_id}.npy"
-            boxes = _load_array(path, image_id).astype(np.float32)
+            boxes = check_array(_load_array(path, image_id), path, image_id, "grid_vector",
+                                int(_opt(self.opt, "num_grids", 576) or 576))
         elif self.use_box or self.box_coord:
             path = Path(_opt(self.opt, "input_rel_box_dir")) / f"{image_id}.npy"
-            boxes = _load_array(path, image_id).astype(np.float32)
+            boxes = check_array(_load_array(path, image_id), path, image_id, "box", 4)
             if self.box_coord:  # spec 4.3: relative (x, y, w, h) through the grid-vector slot
                 boxes = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
         if boxes is not None:
-            if boxes.ndim != 2 or len(boxes) != len(feat):
+            if len(boxes) != len(feat):
                 raise InputError(path, f"has shape {boxes.shape} but the feature file has {len(feat)} regions "
                                        "(att, box and grid files must list the same boxes)", record=image_id)
             if int(_opt(self.opt, "norm_box_feat", 0)):

@@ -11,8 +11,22 @@ import torch
 from common.errors import InputError
 from spatial_captioning.captions import decode_sequence
 from spatial_captioning.data import DataLoader, model_inputs
+from spatial_captioning.opts import ARCH_KEYS
 
 DEFAULT_METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr")
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """Parse a JSON file; a missing or malformed file is one InputError naming the line and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, f"{what} not found")
+    try:
+        return json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise InputError(path, f"{what} is not a text file") from None
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"{what} is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})") from None
 
 
 def load_references(ann_file: str | Path) -> dict[int, list[str]]:
@@ -21,28 +35,45 @@ def load_references(ann_file: str | Path) -> dict[int, list[str]]:
     if not path.is_file():
         raise InputError(path, "COCO captions annotation file not found (--ann_file); for synthetic data it is "
                                "written by spatial_captioning.synthetic")
-    data = json.loads(path.read_text())
-    if "annotations" not in data:
+    data = read_json(path, "COCO captions annotation file")
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise InputError(path, "no 'annotations' list", field="annotations")
     refs: dict[int, list[str]] = {}
     for i, ann in enumerate(data["annotations"]):
-        if "image_id" not in ann or "caption" not in ann:
+        if not isinstance(ann, dict) or "image_id" not in ann or "caption" not in ann:
             raise InputError(path, "annotation lacks image_id/caption", record=i, field="caption")
-        refs.setdefault(int(ann["image_id"]), []).append(ann["caption"])
+        if not isinstance(ann["caption"], str):
+            raise InputError(path, "caption is not a string", record=i, field="caption")
+        try:
+            refs.setdefault(int(ann["image_id"]), []).append(ann["caption"])
+        except (TypeError, ValueError):
+            raise InputError(path, f"image_id {ann['image_id']!r} is not an integer", record=i,
+                             field="image_id") from None
+    if not refs:
+        raise InputError(path, "no annotations", field="annotations")
     return refs
 
 
 def language_eval(predictions: list[dict], ann_file: str | Path, metrics: tuple[str, ...] | None = None,
-                  verbose: bool = True) -> tuple[dict[str, float], dict[int, dict]]:
-    """Overall coco-caption scores and per-image scores; predictions of unknown images are dropped (spec 9.23)."""
+                  verbose: bool = True, source: str = "predictions",
+                  drop_unreferenced: bool = False) -> tuple[dict[str, float], dict[int, dict]]:
+    """Overall coco-caption scores and per-image scores.
+
+    A prediction whose image has no reference is an error that names the predictions' source; with
+    `drop_unreferenced` such predictions are dropped as the original did (spec 9.23), but never all of them.
+    """
     from common import metrics as cm
 
     refs = load_references(ann_file)
     kept = [p for p in predictions if int(p["image_id"]) in refs]
     if verbose:
         print(f"Using {len(kept)}/{len(predictions)} predictions")
-    if not kept:
-        return {}, {}
+    missing = [p["image_id"] for p in predictions if int(p["image_id"]) not in refs]
+    if missing and (not drop_unreferenced or not kept):
+        hint = "" if kept else "; --ann_file must hold the references of the evaluated split"
+        raise InputError(source, f"predicted image id has no reference caption in {ann_file} "
+                                 f"({len(kept)}/{len(predictions)} predictions have references{hint})",
+                         record=missing[0], field="image_id")
     preds = {int(p["image_id"]): p["caption"] for p in kept}
     sub_refs = {i: refs[i] for i in preds}
     wanted = list(metrics) if metrics else None
@@ -94,16 +125,16 @@ def eval_split(model: torch.nn.Module, crit: torch.nn.Module | None, loader: Dat
     lang_stats: dict[str, float] = {}
     img_to_eval: dict = {}
     if int(eval_kwargs.get("language_eval", 0)):
+        source = f"predictions of {eval_kwargs.get('input_json', '')} split '{eval_kwargs.get('split', '')}'"
         lang_stats, img_to_eval = language_eval(predictions, eval_kwargs["ann_file"],
-                                                eval_kwargs.get("lang_metrics"), verbose=bool(verbose))
+                                                eval_kwargs.get("lang_metrics"), verbose=bool(verbose),
+                                                source=source,
+                                                drop_unreferenced=bool(int(eval_kwargs.get("drop_unreferenced", 0))))
     if was_training:
         model.train()
     return (float(np.mean(losses)) if losses else 0.0), predictions, lang_stats, img_to_eval
 
 
-ARCH_KEYS = ("caption_model", "ff_size", "num_layers", "input_encoding_size", "img_feat_size", "heads", "num_grids",
-             "use_grid", "use_box", "enc_pos_embedding", "enc_pos_type", "cross_attn", "norm", "ff_activation",
-             "rnn_type", "hidden_size", "vocab_size", "seq_length", "box_trignometric_embedding", "legacy_extra_skip")
 CLI_ONLY = ("id", "batch_size", "beam_size", "start_from", "language_eval", "device")
 
 
@@ -126,14 +157,79 @@ def merge_eval_options(cli: dict, given: set[str], saved: dict) -> dict:
     return merged
 
 
-def _warn_overwrite(path: Path) -> None:
-    if path.exists():
-        print(f"overwriting {path}")
+def plan_outputs(paths: list[Path], overwrite: bool) -> None:
+    """Refuse, before any work, to replace a file an earlier evaluation wrote (unless --overwrite 1)."""
+    if overwrite:
+        return
+    for path in paths:
+        if path.exists():
+            raise InputError(path, "exists from an earlier evaluation; choose another --vis_dir/--eval_results_dir "
+                                   "or pass --overwrite 1 (outputs are never replaced silently)")
+
+
+def check_images(loader: DataLoader, image_root: str, count: int) -> None:
+    """The first `count` images of the split must be readable images where they exist (--dump_png)."""
+    from PIL import Image, UnidentifiedImageError
+
+    for ix in loader.split_ix[:count]:
+        img = loader.image_record(ix)
+        path = Path(image_root) / img.get("file_path", "")
+        if not image_root or not path.is_file():
+            continue
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise InputError(path, f"not a readable image ({type(err).__name__}: {str(err)[:120]})",
+                             record=img["id"], field="file_path") from None
+
+
+def write_eval_outputs(opt: Any, predictions: list[dict], lang_stats: dict, img_to_eval: dict,
+                       vis_dir: Path, results_dir: Path) -> None:
+    """vis.json, image copies, eval_results/<id>_<split>.json and the report pickle, each written atomically."""
+    import shutil
+
+    from common.checkpoint import atomic_write_json
+    from spatial_captioning.checkpoints import save_pickle
+
+    if opt.dump_json:
+        atomic_write_json(vis_dir / "vis.json", predictions)
+    if opt.dump_images and opt.image_root:
+        (vis_dir / "imgs").mkdir(parents=True, exist_ok=True)
+        for p in predictions:
+            src = Path(opt.image_root) / p["file_path"]
+            if src.is_file():
+                shutil.copy(src, vis_dir / "imgs" / f"{p['image_id']}.jpg")
+    if opt.language_eval:
+        used = sum(1 for p in predictions if int(p["image_id"]) in img_to_eval)
+        atomic_write_json(results_dir / f"{opt.id}_{opt.split}.json",
+                          {"overall": lang_stats, "imgToEval": {str(k): v for k, v in img_to_eval.items()},
+                           "beam_size": opt.beam_size, "split": opt.split,
+                           "predictions_scored": used, "predictions_total": len(predictions)})
+        if opt.image_root:
+            report = {"overall": lang_stats, "imgToEval": img_to_eval, "predictions": predictions,
+                      "image_root": opt.image_root, "model_id": opt.id, "split": opt.split}
+            save_pickle(report, results_dir / f"{opt.id}_{opt.split}_report_data.pkl")
+
+
+def _planned_files(opt: Any, loader: DataLoader, vis_dir: Path, results_dir: Path) -> list[Path]:
+    ids = [loader.image_record(ix)["id"] for ix in loader.split_ix]
+    paths = []
+    if opt.dump_json:
+        paths.append(vis_dir / "vis.json")
+    if opt.dump_images and opt.image_root:
+        paths += [vis_dir / "imgs" / f"{i}.jpg" for i in ids]
+    if opt.language_eval:
+        paths.append(results_dir / f"{opt.id}_{opt.split}.json")
+        if opt.image_root:
+            paths.append(results_dir / f"{opt.id}_{opt.split}_report_data.pkl")
+    if int(getattr(opt, "dump_png", 0)) > 0:
+        paths += [vis_dir / "png" / f"{i}.png" for i in ids[: int(opt.dump_png)]]
+    return paths
 
 
 def run_eval(cli_opt: Any, given: set[str]) -> dict:
     """eval.py: load infos + weights, decode the split, score it, write vis.json / eval_results / PNGs."""
-    import shutil
     from types import SimpleNamespace
 
     from spatial_captioning import models
@@ -146,51 +242,43 @@ def run_eval(cli_opt: Any, given: set[str]) -> dict:
         raise InputError("--infos_path", "required: the infos_<id>.pkl written next to the model")
     if not cli_opt.model:
         raise InputError("--model", "required: the model.pth / model-best.pth state dict")
-    infos = load_infos(cli_opt.infos_path)
-    if "opt" not in infos or "vocab" not in infos:
-        raise InputError(cli_opt.infos_path, "infos has no 'opt'/'vocab' (spec 6.2)", field="opt")
+    if not Path(cli_opt.model).is_file():
+        raise InputError(cli_opt.model, "model file not found", field="model")
+    infos = load_infos(cli_opt.infos_path, trust=cli_opt.trust_checkpoint)
+    for key in ("opt", "vocab"):
+        if key not in infos:
+            raise InputError(cli_opt.infos_path, "infos lacks it (spec 6.2)", field=key)
     opt = SimpleNamespace(**merge_eval_options(vars(cli_opt), given, dict(infos["opt"])))
     opt.unk_index = unk_index(infos["vocab"])
-    seed_all(getattr(opt, "seed", None))
-    device = pick_device(opt.device)
-    model = models.setup(opt)
-    load_model_weights(model, cli_opt.model, trust=cli_opt.trust_checkpoint)
-    model.to(device)
+    run_dir = Path(cli_opt.model).resolve().parent
+    vis_dir = Path(opt.vis_dir) if opt.vis_dir else run_dir / "vis"
+    results_dir = Path(opt.eval_results_dir) if opt.eval_results_dir else run_dir / "eval_results"
     loader = DataLoader(opt, opt.split, length=opt.num_images)
     loader.set_vocab(infos["vocab"])  # spec 9.16: never rebuild the vocabulary at eval time
+    plan_outputs(_planned_files(opt, loader, vis_dir, results_dir), bool(opt.overwrite))
+    if int(getattr(opt, "dump_png", 0)) > 0:
+        check_images(loader, opt.image_root, int(opt.dump_png))
+    if opt.language_eval:
+        load_references(opt.ann_file)
+    seed_all(getattr(opt, "seed", None))
+    device = pick_device(opt.device)
+    try:
+        model = models.setup(opt)
+    except ValueError as err:
+        raise InputError(cli_opt.infos_path, f"cannot build the model its opt describes: {err}", field="opt") from None
+    load_model_weights(model, cli_opt.model, trust=cli_opt.trust_checkpoint)
+    model.to(device)
     kwargs = dict(vars(opt), verbose=1)
     print(f"evaluating split '{opt.split}' with beam_size {opt.beam_size} (sample_max {opt.sample_max})")
     loss, predictions, lang_stats, img_to_eval = eval_split(model, LanguageModelCriterion(), loader, kwargs, device)
     print(f"Loss:  {loss}")
     if lang_stats:
         print(lang_stats)
-    vis_dir = Path(opt.vis_dir)
-    if opt.dump_json:
-        vis_dir.mkdir(parents=True, exist_ok=True)
-        _warn_overwrite(vis_dir / "vis.json")
-        (vis_dir / "vis.json").write_text(json.dumps(predictions))
-    if opt.dump_images and opt.image_root:
-        (vis_dir / "imgs").mkdir(parents=True, exist_ok=True)
-        for p in predictions:
-            src = Path(opt.image_root) / p["file_path"]
-            if src.is_file():
-                shutil.copy(src, vis_dir / "imgs" / f"{p['image_id']}.jpg")
-    if opt.language_eval and lang_stats:
-        out = Path(opt.eval_results_dir) / f"{opt.id}_{opt.split}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        _warn_overwrite(out)
-        out.write_text(json.dumps({"overall": lang_stats, "imgToEval": {str(k): v for k, v in img_to_eval.items()},
-                                   "beam_size": opt.beam_size, "split": opt.split}))
-        if opt.image_root:
-            import pickle
-
-            report = {"overall": lang_stats, "imgToEval": img_to_eval, "predictions": predictions,
-                      "image_root": opt.image_root, "model_id": opt.id, "split": opt.split}
-            with open(Path(opt.eval_results_dir) / f"{opt.id}_{opt.split}_report_data.pkl", "wb") as f:
-                pickle.dump(report, f)
+    write_eval_outputs(opt, predictions, lang_stats, img_to_eval, vis_dir, results_dir)
     if int(getattr(opt, "dump_png", 0)) > 0:
         dump_pngs(opt, loader, predictions[: int(opt.dump_png)], vis_dir / "png")
-    return {"loss": loss, "predictions": predictions, "lang_stats": lang_stats}
+    return {"loss": loss, "predictions": predictions, "lang_stats": lang_stats, "vis_dir": vis_dir,
+            "results_dir": results_dir}
 
 
 def dump_pngs(opt: Any, loader: DataLoader, predictions: list[dict], out_dir: Path) -> list[Path]:
@@ -208,7 +296,9 @@ def dump_pngs(opt: Any, loader: DataLoader, predictions: list[dict], out_dir: Pa
         boxes = None
         box_file = Path(getattr(opt, "input_box_dir", "") or "") / f"{p['image_id']}.npy"
         if box_file.is_file():
-            boxes = np.load(box_file)
+            boxes = np.load(box_file, allow_pickle=False)
+            if boxes.ndim != 2 or boxes.shape[1] != 4:
+                raise InputError(box_file, f"expected (K, 4) boxes, got shape {boxes.shape}", record=p["image_id"])
             if size is None and boxes.size and boxes.max() > 1:
                 size = (float(boxes[:, 2].max()), float(boxes[:, 3].max()))
         image_path = Path(opt.image_root) / p["file_path"] if getattr(opt, "image_root", "") else None
@@ -236,20 +326,29 @@ def run_ensemble_eval(args: Any) -> dict:
     from spatial_captioning.models.ensemble import EnsembleModel
     from spatial_captioning.training import pick_device
 
-    members, infos0 = [], None
+    members, infos0, first_dir = [], None, None
     for rid in args.ids:
         d = _run_dir(rid, args.checkpoint_root)
-        infos = load_infos(find_infos(d, rid, best=True) if (d / f"infos_{rid}-best.pkl").is_file()
-                           else find_infos(d, rid))
+        infos_path = find_infos(d, rid, best=True) if (d / f"infos_{rid}-best.pkl").is_file() else find_infos(d, rid)
+        infos = load_infos(infos_path, trust=args.trust_checkpoint)
+        for key in ("opt", "vocab"):
+            if key not in infos:
+                raise InputError(infos_path, "infos lacks it (spec 6.2)", field=key)
         opt = SimpleNamespace(**infos["opt"])
         opt.unk_index = unk_index(infos["vocab"])
-        model = models.setup(opt)
+        if infos0 is not None:
+            for key in ("use_grid", "use_box", "img_feat_size", "num_grids"):
+                if infos["opt"].get(key) != infos0["opt"].get(key):
+                    raise InputError(infos_path, "runs of an ensemble must read the same inputs "
+                                                 f"({infos['opt'].get(key)!r} vs {infos0['opt'].get(key)!r})",
+                                     field=key)
+        try:
+            model = models.setup(opt)
+        except ValueError as err:
+            raise InputError(infos_path, f"cannot build the model its opt describes: {err}", field="opt") from None
         load_model_weights(model, find_model_file(d, ("model-best.pth", "model-best.pt", "model.pth", "model.pt")),
                            trust=args.trust_checkpoint)
-        if infos0 is not None and (bool(opt.use_grid), bool(getattr(opt, "use_box", False))) != \
-                (bool(infos0["opt"].get("use_grid")), bool(infos0["opt"].get("use_box"))):
-            raise InputError(d, "runs of an ensemble must read the same inputs (grid vectors / boxes)", field="use_grid")
-        infos0 = infos0 or infos
+        infos0, first_dir = infos0 or infos, first_dir or d
         members.append(model)
     data_opt = dict(infos0["opt"])
     for cli, key in (("input_att_dir", "input_img_feat_dir"), ("input_box_dir", "input_box_dir"),
@@ -259,22 +358,21 @@ def run_ensemble_eval(args: Any) -> dict:
             data_opt[key] = getattr(args, cli)
     if args.batch_size > 0:
         data_opt["batch_size"] = args.batch_size
-    device = pick_device(args.device)
-    ensemble = EnsembleModel(members, args.seq_length).to(device)
+    run_id = args.id or "_".join(args.ids)
+    out = SimpleNamespace(**{**vars(args), "id": run_id, "image_root": args.image_root, "dump_png": 0})
+    vis_dir = Path(args.vis_dir) if args.vis_dir else first_dir / f"vis_{run_id}"
+    results_dir = Path(args.eval_results_dir) if args.eval_results_dir else first_dir / "eval_results"
     loader = DataLoader(SimpleNamespace(**data_opt), args.split, length=args.num_images)
     loader.set_vocab(infos0["vocab"])
-    kwargs = {**vars(args), "verbose": 1}
+    plan_outputs(_planned_files(out, loader, vis_dir, results_dir), bool(args.overwrite))
+    if args.language_eval:
+        load_references(args.ann_file)
+    device = pick_device(args.device)
+    ensemble = EnsembleModel(members, args.seq_length).to(device)
+    kwargs = {**vars(args), "verbose": 1, "input_json": data_opt.get("input_json", "")}
     loss, predictions, lang_stats, img_to_eval = eval_split(ensemble, LanguageModelCriterion(), loader, kwargs, device)
     print(f"Loss:  {loss}")
     if lang_stats:
         print(lang_stats)
-    run_id = args.id or "_".join(args.ids)
-    if args.dump_json:
-        Path(args.vis_dir).mkdir(parents=True, exist_ok=True)
-        (Path(args.vis_dir) / "vis.json").write_text(json.dumps(predictions))
-    if args.language_eval and lang_stats:
-        out = Path(args.eval_results_dir) / f"{run_id}_{args.split}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"overall": lang_stats, "imgToEval": {str(k): v for k, v in img_to_eval.items()},
-                                   "beam_size": args.beam_size, "split": args.split}))
+    write_eval_outputs(out, predictions, lang_stats, img_to_eval, vis_dir, results_dir)
     return {"loss": loss, "predictions": predictions, "lang_stats": lang_stats}

@@ -223,7 +223,7 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-def build_cnn(model: str, model_root: str):
+def build_cnn(model: str, model_root: str, trust: bool = False):
     """A ResNet returning the last conv map: a transformers ResNetModel directory `<model_root>/<model>/`
     (config.json + weights), or torchvision's with `<model_root>/<model>.pth` when torchvision is importable."""
     import torch
@@ -242,7 +242,9 @@ def build_cnn(model: str, model_root: str):
             raise InputError(pth, f"torchvision is needed for a torchvision .pth ResNet but cannot be imported ({err}); "
                                   f"save a transformers ResNetModel to {hf_dir}/ instead") from None
         net = getattr(torchvision.models, model)()
-        net.load_state_dict(torch.load(pth, map_location="cpu", weights_only=True))
+        from common.checkpoint import extract_state_dict, load_checkpoint_file, load_state_dict_strict
+
+        load_state_dict_strict(net, extract_state_dict(load_checkpoint_file(pth, trust=trust)), source=pth)
         net.eval()
         body = torch.nn.Sequential(*list(net.children())[:-2])
         return body
@@ -251,7 +253,7 @@ def build_cnn(model: str, model_root: str):
 
 
 def prepro_feats(input_json: str, output_dir: str, images_root: str, att_size: int = 14, model: str = "resnet101",
-                 model_root: str = "./data/imagenet_weights") -> int:
+                 model_root: str = "./data/imagenet_weights", trust: bool = False) -> int:
     """Top-down ResNet features: <out>_fc/<cocoid>.npy (C,) and <out>_att/<cocoid>.npz feat (att, att, C) (spec 2.3)."""
     import json
 
@@ -260,7 +262,7 @@ def prepro_feats(input_json: str, output_dir: str, images_root: str, att_size: i
     from PIL import Image
 
     images = json.loads(Path(input_json).read_text())["images"]
-    net = build_cnn(model, model_root)
+    net = build_cnn(model, model_root, trust)
     fc_dir, att_dir = Path(f"{output_dir}_fc"), Path(f"{output_dir}_att")
     fc_dir.mkdir(parents=True, exist_ok=True)
     att_dir.mkdir(parents=True, exist_ok=True)

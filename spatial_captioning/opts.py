@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
-from spatial_captioning.models import CAPTION_MODELS
+from common.errors import InputError
+from common.safe_pickle import add_trust_flag
+from spatial_captioning.models import CAPTION_MODELS, ORT_MODELS
 from spatial_captioning.models.spatial_encoding import POS_TYPES
 from spatial_captioning.optim import OPTIMS
 
@@ -27,10 +30,10 @@ def add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
     p.add_argument("--input_json", type=str, default="/data/captioning_data/dataset_coco.json" if train else "",
                    help="cocotalk.json written by scripts/prepro_labels.py (vocab + image list)"
                         + ("" if train else "; empty = the one recorded in the infos file"))
-    p.add_argument("--input_fc_feat_dir", type=str, default="data/cocobu_fc",
-                   help="fc features <id>.npy (used by show_tell)")
-    p.add_argument("--input_img_feat_dir", type=str, default="data/cocobu_att",
-                   help="region features <id>.npz (key 'feat')")
+    p.add_argument("--input_fc_feat_dir", "--input_fc_dir", type=str, default="data/cocobu_fc",
+                   help="fc features <id>.npy (used by show_tell); --input_fc_dir is ORT's name")
+    p.add_argument("--input_img_feat_dir", "--input_att_dir", type=str, default="data/cocobu_att",
+                   help="region features <id>.npz (key 'feat'); --input_att_dir is ORT's name")
     p.add_argument("--input_box_dir", type=str, default="data/cocobu_box",
                    help="absolute boxes <id>.npy (read by prepro_areas; the models use grid vectors or relative boxes)")
     p.add_argument("--input_rel_box_dir", type=str, default="/data/cocobu_rel_box" if train else "",
@@ -61,9 +64,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden_size", type=int, default=512, help="show_tell RNN size")
     p.add_argument("--num_grids", type=int, default=576, help="G = g*g cells of the grid vectors (perfect square)")
     p.add_argument("--input_encoding_size", type=int, default=512, help="d_model / word embedding size")
-    p.add_argument("--img_feat_size", type=int, default=2048, help="region feature size")
+    p.add_argument("--img_feat_size", "--att_feat_size", type=int, default=2048,
+                   help="region feature size; --att_feat_size is ORT's name")
     p.add_argument("--heads", type=int, default=8, help="self-attention heads (and dot-product cross-attention heads)")
-    p.add_argument("--dropout", type=float, default=0.5, help="probability of EVERY dropout in the model")
+    p.add_argument("--dropout", "--drop_prob_lm", type=float, default=0.5,
+                   help="probability of EVERY dropout in the model (ort: of att_embed only, its other dropouts are "
+                        "0.1 as in ORT); --drop_prob_lm is ORT's name")
     p.add_argument("--use_grid", type=str2bool, default=False, help="feed grid vectors to the encoder (implied by spatial_pe)")
     p.add_argument("--enc_pos_embedding", type=str2bool, default=True,
                    help="learnable spatial encoding (False: sinusoidal, reconstructed; broken in the original)")
@@ -76,12 +82,98 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--local_win_size", type=int, default=3, help="local attention window (with --use_local_attn)")
     p.add_argument("--adaptive_dec_self_attn", type=str2bool, default=False,
                    help="adaptive decoder self-attention (code never published: True is refused)")
-    p.add_argument("--norm_img_feat", type=int, default=0, help="1 = L2-normalise each region feature")
+    p.add_argument("--norm_img_feat", "--norm_att_feat", type=int, default=0,
+                   help="1 = L2-normalise each region feature; --norm_att_feat is ORT's name")
     p.add_argument("--norm_box_feat", type=int, default=0, help="1 = L2-normalise each grid-vector / box row")
     p.add_argument("--box_trignometric_embedding", type=str2bool, default=True,
                    help="ort: 64-d sinusoidal geometry embedding (False: raw 4-d)")
     p.add_argument("--legacy_extra_skip", type=str2bool, default=False,
                    help="ort: extra skip connection needed by ORT's released SCST checkpoint")
+
+
+def add_ort_args(p: argparse.ArgumentParser) -> None:
+    """ORT's `opts.py` names that are not plain aliases (resolved by `resolve_ort_flags`)."""
+    g = p.add_argument_group("ORT (object_relation_transformer) option names")
+    g.add_argument("--rnn_size", type=int, default=None,
+                   help="ORT's name: feed-forward size of the transformer models (= --ff_size; ORT's d_ff), "
+                        "RNN size of show_tell (= --hidden_size)")
+    g.add_argument("--fc_feat_size", type=int, default=None,
+                   help="ORT's name: show_tell's feature size (= --img_feat_size); unused by the transformer models, "
+                        "as in ORT")
+    g.add_argument("--use_bn", type=int, default=0,
+                   help="ORT's BatchNorm1d in att_embed (1 before, 2 before and after): only 0 is implemented")
+    g.add_argument("--att_hid_size", type=int, default=512,
+                   help="ORT's attention-LSTM option: unused by the models here, as by ORT's relation transformer")
+    g.add_argument("--logit_layers", type=int, default=1,
+                   help="ORT's attention-LSTM option: unused by the models here, as by ORT's relation transformer")
+
+
+# ORT option names stored in ORT's infos pickles -> this implementation's names (issue 17).
+ORT_RENAMES = {"input_fc_dir": "input_fc_feat_dir", "input_att_dir": "input_img_feat_dir",
+               "att_feat_size": "img_feat_size", "drop_prob_lm": "dropout", "norm_att_feat": "norm_img_feat"}
+# Options that shape the weights: a model is always rebuilt from these as its infos saved them.
+ARCH_KEYS = ("caption_model", "ff_size", "num_layers", "input_encoding_size", "img_feat_size", "heads", "num_grids",
+             "use_grid", "use_box", "enc_pos_embedding", "enc_pos_type", "cross_attn", "norm", "ff_activation",
+             "rnn_type", "hidden_size", "vocab_size", "seq_length", "box_trignometric_embedding", "legacy_extra_skip")
+
+
+def _rnn_size_target(caption_model: str) -> str:
+    return "hidden_size" if caption_model == "show_tell" else "ff_size"
+
+
+def native_options(saved: dict, source: Any) -> dict:
+    """A saved `opt` (ours, HEAD's or ORT's) in this implementation's option names.
+
+    ORT's infos store `rnn_size` (the transformer's d_ff), `att_feat_size`, `drop_prob_lm`, `input_att_dir`, ...;
+    they become `ff_size`, `img_feat_size`, `dropout`, `input_img_feat_dir`, so the model is rebuilt from them.
+    """
+    out = dict(saved)
+    from_ort = "rnn_size" in out and "ff_size" not in out
+    model = str(out.get("caption_model", ""))
+    if from_ort and model not in ORT_MODELS:
+        raise InputError(source, f"ORT's '{model}' model is not implemented here (only relation_transformer is)",
+                         field="caption_model")
+    if int(out.pop("use_bn", 0) or 0):
+        raise InputError(source, "ORT's BatchNorm att_embed (use_bn 1/2) is not implemented", field="use_bn")
+    fc = out.pop("fc_feat_size", None)
+    if fc is not None and model == "show_tell" and "img_feat_size" not in out:
+        out["img_feat_size"] = fc
+    for ort_name, name in ORT_RENAMES.items():
+        if ort_name in out:
+            value = out.pop(ort_name)
+            out.setdefault(name, value)
+    rnn = out.pop("rnn_size", None)
+    if rnn is not None:
+        out.setdefault(_rnn_size_target(model), rnn)
+    for name in ("att_hid_size", "logit_layers"):
+        out.pop(name, None)
+    return out
+
+
+def resolve_ort_flags(opt: argparse.Namespace, given: set[str]) -> None:
+    """Apply --rnn_size / --fc_feat_size to this implementation's options; refuse what is not implemented."""
+    for ort_name, target in (("rnn_size", _rnn_size_target(opt.caption_model)),
+                             ("fc_feat_size", "img_feat_size" if opt.caption_model == "show_tell" else None)):
+        value = getattr(opt, ort_name)
+        delattr(opt, ort_name)
+        if value is None or target is None:
+            continue
+        if target in given and getattr(opt, target) != value:
+            raise SystemExit(f"error: --{ort_name} {value} and --{target} {getattr(opt, target)} disagree "
+                             f"(--{ort_name} is ORT's name for --{target})")
+        setattr(opt, target, value)
+        given.add(target)
+    if opt.use_bn:
+        raise SystemExit("error: --use_bn: ORT's BatchNorm att_embed is not implemented (only 0)")
+    del opt.use_bn, opt.att_hid_size, opt.logit_layers
+
+
+def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> set[str]:
+    """Names (dests) of the options given on the command line, whatever their value."""
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(probe.parse_args(argv)))
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -134,6 +226,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--noamopt_factor", type=float, default=1, help="Noam factor")
     p.add_argument("--reduce_on_plateau", action="store_true", help="halve the LR when validation stalls (patience 3)")
     p.add_argument("--max_iters", type=int, default=-1, help="stop after this many iterations (-1: run max_epochs)")
+    add_trust_flag(p)
+    add_ort_args(p)
     return p
 
 
@@ -159,8 +253,12 @@ def check_model_opt(opt: argparse.Namespace) -> None:
 
 def parse_train_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and check train.py options (the original's asserts, minus the noamopt-only-transformer one)."""
-    opt = train_parser().parse_args(argv)
+    parser = train_parser()
+    opt = parser.parse_args(argv)
+    given = explicit_options(parser, argv)
+    resolve_ort_flags(opt, given)
     check_model_opt(opt)
+    opt._given = given  # resuming takes every architecture option not given here from the infos
     for name in ("ff_size", "num_layers", "input_encoding_size", "batch_size", "seq_per_img", "beam_size",
                  "save_checkpoint_every", "losses_log_every"):
         if getattr(opt, name) <= 0:
@@ -220,10 +318,20 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--caption_model", type=str, default="", help="ignored unless equal to the infos one (printed)")
     p.add_argument("--ann_file", type=str, default="coco-caption/annotations/captions_val2014.json",
                    help="COCO captions file with the references for --language_eval")
-    p.add_argument("--vis_dir", type=str, default="vis", help="where vis.json / imgs / PNGs go")
-    p.add_argument("--eval_results_dir", type=str, default="eval_results", help="where <id>_<split>.json goes")
-    p.add_argument("--trust_checkpoint", action="store_true",
-                   help="allow full unpickling of --model / --infos_path (only for files you trust)")
+    p.add_argument("--vis_dir", type=str, default="",
+                   help="where vis.json / imgs / PNGs go (default: <directory of --model>/vis; the original: vis)")
+    p.add_argument("--eval_results_dir", type=str, default="",
+                   help="where <id>_<split>.json goes (default: <directory of --model>/eval_results; "
+                        "the original: eval_results)")
+    p.add_argument("--overwrite", type=int, default=0,
+                   help="1 = replace output files of an earlier evaluation (default: refuse before any work)")
+    p.add_argument("--drop_unreferenced", type=int, default=0,
+                   help="1 = score only the predictions whose image has references in --ann_file (the original "
+                        "drops the others; the count is written to the results file); default: such a prediction "
+                        "is an error")
+    p.add_argument("--use_box", type=str2bool, default=None,
+                   help="ORT's eval flag; the model's own value (from the infos) is always used")
+    add_trust_flag(p)
     add_data_args(p, train=False)
     return p
 
@@ -238,8 +346,7 @@ def parse_eval_opt(argv: Sequence[str] | None = None) -> tuple[argparse.Namespac
     """Parse eval.py options; also return the names given explicitly on the command line."""
     parser = eval_parser()
     opt = parser.parse_args(argv)
-    defaults = parser.parse_args([])
-    given = {k for k, v in vars(opt).items() if getattr(defaults, k) != v}
+    given = explicit_options(parser, argv)
     if opt.image_folder or opt.coco_json or opt.cnn_weight_dir:
         raise SystemExit("error: raw-image mode (--image_folder/--coco_json/--cnn_weight_dir) needs the original's "
                          "DataLoaderRaw, which was never published; extract bottom-up features and evaluate those")
@@ -276,7 +383,12 @@ def ensemble_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose_beam", type=int, default=1, help="print every final beam")
     p.add_argument("--verbose_loss", type=int, default=0, help="also compute the XE loss")
     p.add_argument("--device", default="cuda", help="cuda or cpu")
-    p.add_argument("--vis_dir", default="vis", help="where vis.json goes")
-    p.add_argument("--eval_results_dir", default="eval_results", help="where <id>_<split>.json goes")
-    p.add_argument("--trust_checkpoint", action="store_true", help="allow full unpickling of the model files")
+    p.add_argument("--vis_dir", default="",
+                   help="where vis.json goes (default: <first run's directory>/vis_<id>; the original: vis)")
+    p.add_argument("--eval_results_dir", default="",
+                   help="where <id>_<split>.json goes (default: <first run's directory>/eval_results)")
+    p.add_argument("--overwrite", type=int, default=0, help="1 = replace output files of an earlier evaluation")
+    p.add_argument("--drop_unreferenced", type=int, default=0,
+                   help="1 = score only predictions whose image has references (the original's behaviour)")
+    add_trust_flag(p)
     return p

@@ -9,7 +9,6 @@ Output under `out_dir`: `index.html` (overall scores per run, paired t-tests for
 from __future__ import annotations
 
 import html
-import io
 import pickle
 import shutil
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from common.errors import InputError
+from common.safe_pickle import CheckpointError, RestrictedUnpickler, _reraise_nested
 
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "CIDEr", "METEOR", "ROUGE_L")
 SPICE_CATEGORIES = ("All", "Object", "Relation", "Attribute", "Color", "Cardinality", "Size")
@@ -48,19 +48,38 @@ class _Record:
 
 
 _FOREIGN_MODULES = ("misc.", "pycocoevalcap", "pycocotools")
-_SAFE = {("copyreg", "_reconstructor"), ("builtins", "object"), ("builtins", "set"), ("builtins", "frozenset"),
-         ("collections", "OrderedDict"), ("collections", "defaultdict"), ("builtins", "list"), ("builtins", "dict")}
 
 
-class _ReportUnpickler(pickle.Unpickler):
-    """Maps ORT/coco-caption classes to `_Record`; allows numpy and a few builtins; refuses anything else."""
+def _is_foreign(module: str) -> bool:
+    return module == "misc" or module.startswith(_FOREIGN_MODULES)
+
+
+class _ReportUnpickler(RestrictedUnpickler):
+    """common.safe_pickle's allow-list, plus ORT/coco-caption classes mapped to the inert `_Record`."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if module.startswith(_FOREIGN_MODULES) or module == "misc":
-            return _Record
-        if (module, name) in _SAFE or module.split(".")[0] == "numpy":
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return _Record if _is_foreign(module) else super().find_class(module, name)
+
+
+class _TrustedReportUnpickler(pickle.Unpickler):
+    """Full unpickling (--trust_checkpoint); ORT/coco-caption classes still become `_Record` (their code is absent)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        return _Record if _is_foreign(module) else super().find_class(module, name)
+
+
+def read_report_pickle(path: Path, trust: bool = False) -> Any:
+    """Unpickle a report pickle; anything outside the allow-list is refused unless `trust`."""
+    with open(path, "rb") as handle:
+        unpickler = (_TrustedReportUnpickler if trust else _ReportUnpickler)(handle, encoding="latin1")
+        unpickler.source = str(path)
+        try:
+            return unpickler.load()
+        except CheckpointError as err:
+            raise _reraise_nested(str(path), err) from None
+        except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError, IndexError, KeyError,
+                ImportError, UnicodeDecodeError) as err:
+            raise InputError(path, f"not a readable report pickle ({type(err).__name__}: {str(err)[:160]})") from None
 
 
 def _flatten_scores(scores: dict) -> dict[str, float]:
@@ -78,15 +97,12 @@ def _flatten_scores(scores: dict) -> dict[str, float]:
     return flat
 
 
-def load_report_pickle(path: str | Path, name: str) -> Run:
+def load_report_pickle(path: str | Path, name: str, trust: bool = False) -> Run:
     """Read one report pickle (our dict or ORT's ReportData) into a `Run`."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "report pickle not found (eval.py writes it with --language_eval 1 --image_root R)")
-    try:
-        data = _ReportUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError) as err:
-        raise InputError(path, f"not a readable report pickle: {err}") from err
+    data = read_report_pickle(path, trust)
     if isinstance(data, dict):
         overall, img_to_eval = data.get("overall"), data.get("imgToEval")
         predictions, image_root = data.get("predictions", []), data.get("image_root", "")

@@ -1,7 +1,6 @@
 """Self-critical sequence training reward (spec 4.7): CIDEr-D (+ optional BLEU-4) of samples minus the greedy baseline."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,15 +22,33 @@ def resolve_cached_tokens(cached_tokens: str, data_dir: str = "data") -> Path:
                      + "); create it with scripts/prepro_ngrams.py --split train", field="cached_tokens")
 
 
-def load_cider_scorer(cached_tokens: str, data_dir: str = "data") -> Any:
-    """common.metrics.CiderD on the training-set document frequencies; checked when training starts (spec 8)."""
+def load_cider_scorer(cached_tokens: str, data_dir: str = "data", trust: bool = False) -> Any:
+    """common.metrics.CiderD on the training-set document frequencies; checked when training starts (spec 8).
+
+    The prepro_ngrams pickle is read with common.safe_pickle (py2 latin1 pickles included); full unpickling
+    only with `trust` (--trust_checkpoint).
+    """
+    from collections.abc import Mapping
+
     from common.metrics import CiderD
+    from common.safe_pickle import load_pickle
 
     path = resolve_cached_tokens(cached_tokens, data_dir)
+    data = load_pickle(path, trust=trust)
+    if not isinstance(data, Mapping) or "document_frequency" not in data or "ref_len" not in data:
+        raise InputError(path, "not a prepro_ngrams pickle: expected a dict with 'document_frequency' and 'ref_len'",
+                         field="document_frequency")
+    df = data["document_frequency"]
+    if not isinstance(df, Mapping) or not df:
+        raise InputError(path, "must be a non-empty mapping of n-gram tuples to counts", field="document_frequency")
     try:
-        return CiderD.from_pickle(str(path))
-    except (OSError, ValueError, KeyError, TypeError, EOFError) as err:
-        raise InputError(path, f"not a prepro_ngrams pickle ({err})", field="document_frequency") from None
+        ref_len = float(data["ref_len"])
+    except (TypeError, ValueError):
+        raise InputError(path, f"{data['ref_len']!r} is not a number", field="ref_len") from None
+    if not np.isfinite(ref_len) or ref_len < 1:
+        raise InputError(path, f"{ref_len} is not a positive image count", field="ref_len")
+    print(f"{path}: ref_len {ref_len:.0f}, {len(df)} n-grams")
+    return CiderD(df=df, ref_len=float(np.log(ref_len)))
 
 
 def bleu4_per_candidate(candidates: list[str], references: list[list[str]]) -> np.ndarray:
@@ -74,12 +91,3 @@ def self_critical_reward(gen_result: Any, greedy_res: Any, gts: Sequence[np.ndar
     reward = scores[:n] - scores[n:]
     stats["avg_reward"] = float(reward.mean())
     return np.repeat(reward[:, None], gen.shape[1], 1), stats
-
-
-def describe_cached_tokens(path: str | os.PathLike) -> str:
-    """One line naming the df pickle and its image count (logged at SCST start)."""
-    import pickle
-
-    with open(path, "rb") as f:
-        data = pickle.load(f, encoding="latin1")
-    return f"{path}: ref_len {data.get('ref_len')}, {len(data.get('document_frequency', {}))} n-grams"

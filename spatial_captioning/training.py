@@ -17,13 +17,15 @@ from common.distributed import init_distributed
 from common.errors import InputError
 from spatial_captioning import losses, models, rewards
 from spatial_captioning.checkpoints import (find_infos, find_model_file, infos_name, load_infos, load_model_weights,
-                                            save_pickle)
+                                            load_optimizer_state, save_pickle)
 from spatial_captioning.data import DataLoader, model_inputs, unk_index
 from spatial_captioning.evaluation import eval_split
+from spatial_captioning.opts import ARCH_KEYS, check_model_opt
 from spatial_captioning.optim import (NoamOpt, ReduceLROnPlateau, build_optimizer, clip_gradient, set_lr,
                                       step_decay_lr)
 
-RESUME_MUST_MATCH = ("caption_model", "ff_size", "num_layers")
+# Architecture options a resumed run takes from its infos (vocab_size/seq_length come from the data).
+RESUME_FROM_INFOS = tuple(k for k in ARCH_KEYS if k not in ("vocab_size", "seq_length"))
 
 
 def seed_all(seed: int | None) -> None:
@@ -75,15 +77,18 @@ class Trainer:
         self.model = models.setup(opt).to(self.device)
         if opt.start_from:
             path = find_model_file(opt.start_from)
-            load_model_weights(self.model, path)
-        self.crit = (losses.LabelSmoothing(opt.vocab_size, opt.label_smoothing) if opt.label_smoothing > 0
-                     else losses.LanguageModelCriterion())
+            load_model_weights(self.model, path, trust=opt.trust_checkpoint)
+        self.crit = losses.xe_criterion(opt.caption_model, opt.vocab_size, opt.label_smoothing)
         self.rl_crit = losses.RewardCriterion()
         self.optimizer = self._build_optimizer()
         if opt.start_from:
             opt_path = find_model_file(opt.start_from, ("optimizer.pth", "optimizer.pt"), required=False)
             if opt_path is not None:
-                self.optimizer.load_state_dict(torch.load(opt_path, map_location="cpu", weights_only=True))
+                state = load_optimizer_state(opt_path, trust=opt.trust_checkpoint)
+                try:
+                    self.optimizer.load_state_dict(state)
+                except (ValueError, KeyError, TypeError) as err:
+                    raise InputError(opt_path, f"does not fit this model's optimizer ({err})") from None
         self.cider_scorer = None
         if opt.self_critical_after != -1:
             # spec 8: check the df pickle now, not when SCST starts 30 epochs later
@@ -103,17 +108,24 @@ class Trainer:
     def _load_infos(self) -> None:
         opt = self.opt
         path = find_infos(opt.start_from, opt.id)
-        self.infos = load_infos(path)
+        self.infos = load_infos(path, trust=opt.trust_checkpoint)
         saved = self.infos.get("opt", {})
-        for name in RESUME_MUST_MATCH:
-            if name in saved and saved[name] != getattr(opt, name):
+        given = getattr(opt, "_given", set())
+        # issue 17: the model is rebuilt from what its infos say (ORT's rnn_size etc. already translated);
+        # an architecture option given on the command line must agree with them
+        for name in RESUME_FROM_INFOS:
+            if name not in saved:
+                continue
+            if name in given and saved[name] != getattr(opt, name):
                 raise InputError(path, f"command line and saved model disagree on '{name}' "
                                        f"({getattr(opt, name)!r} vs {saved[name]!r})", field=name)
+            setattr(opt, name, saved[name])
+        check_model_opt(opt)
         hist_path = Path(opt.start_from) / f"histories_{opt.id}.pkl"
         if not hist_path.is_file():
             hist_path = Path(opt.start_from) / "histories.pkl"
         if hist_path.is_file():
-            self.histories = load_infos(hist_path)
+            self.histories = load_infos(hist_path, trust=opt.trust_checkpoint)
 
     def _build_optimizer(self):
         opt = self.opt
@@ -135,7 +147,7 @@ class Trainer:
     # --- saving ---------------------------------------------------------------------------------------------
     def build_infos(self) -> dict:
         """Fresh infos (the original saved a stale copy as the best infos, spec 9.6)."""
-        opt_dict = {k: v for k, v in vars(self.opt).items()}
+        opt_dict = {k: v for k, v in vars(self.opt).items() if not k.startswith("_")}
         opt_dict["current_lr"] = self.current_lr()
         opt_dict["ss_prob"] = getattr(self.model, "ss_prob", 0.0)
         loader_state, epoch = self.loader.state_dict(), self.epoch

@@ -26,7 +26,8 @@ def loader_opt(syn, **kw):
     base = dict(input_json=syn["input_json"], input_label_h5=syn["input_label_h5"],
                 input_img_feat_dir=syn["input_img_feat_dir"], input_grid_vec_dir=syn["input_grid_vec_dir"],
                 input_rel_box_dir=syn["input_rel_box_dir"], input_fc_feat_dir=syn["input_fc_feat_dir"],
-                caption_model="spatial_pe", use_grid=True, batch_size=4, seq_per_img=5, seed=0, train_only=0)
+                caption_model="spatial_pe", use_grid=True, batch_size=4, seq_per_img=5, seed=0, train_only=0,
+                img_feat_size=32, num_grids=36)
     base.update(kw)
     return SimpleNamespace(**base)
 

@@ -6,8 +6,10 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 
+from common.errors import InputError
 from sc_helpers import train_argv
 from spatial_captioning.checkpoints import find_infos, find_model_file, infos_name
 from spatial_captioning.evaluation import language_eval
@@ -39,12 +41,18 @@ def test_metric_and_plot_code_is_imported_lazily():
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def test_language_eval_drops_unknown_images(syn, capsys):
-    """9.23: predictions whose image is not in the annotation file are dropped, and it says so."""
+def test_language_eval_drops_unknown_images_only_when_asked(syn, capsys):
+    """9.23: the original drops predictions whose image is not in the annotation file (--drop_unreferenced 1);
+    by default such a prediction is an error that blames the predictions, not the references."""
     preds = [{"image_id": 451, "caption": "a cat at the top left"}, {"image_id": 999999, "caption": "a dog"}]
-    overall, per_image = language_eval(preds, syn["ann_file"], ("CIDEr",))
+    overall, per_image = language_eval(preds, syn["ann_file"], ("CIDEr",), drop_unreferenced=True)
     assert "Using 1/2 predictions" in capsys.readouterr().out
     assert set(per_image) == {451} and "CIDEr" in overall
+    with pytest.raises(InputError) as err:
+        language_eval(preds, syn["ann_file"], ("CIDEr",), source="predictions of test")
+    assert err.value.file == "predictions of test" and err.value.record == 999999 and err.value.field == "image_id"
+    with pytest.raises(InputError, match="0/1 predictions"):
+        language_eval(preds[1:], syn["ann_file"], ("CIDEr",), drop_unreferenced=True)
 
 
 def test_low_temperature_sampling_is_greedy_and_sampling_keeps_gradients():
