@@ -88,11 +88,12 @@ PAIR_PARAMS = ("clip.visual.joint_positional_embedding", "clip.visual.bef_embedd
 
 
 def _clip_source(args, intra: int, patch: str, log: logging.Logger):
-    """(clip_cfg, OpenAI state dict or None, why there are no weights or None) from --pretrained_clip_name."""
+    """(clip_cfg, OpenAI state dict or None, why there are no weights and what to do, or None)."""
     name = args.pretrained_clip_name
     if clip_config_path(name) is not None and name not in CLIP_NAMES:
         return (load_clip_config(name, intra_layers=intra, linear_patch=patch), None,
-                f"--pretrained_clip_name {name} names a size configuration without weights")
+                f"{name} is a size configuration without pretrained weights: pass --random_clip_weights to train "
+                "from random CLIP weights")
     weights = find_openai_weights(name)
     if weights is not None:
         clip_state = read_model_state_dict(weights, trust=getattr(args, "trust_checkpoint", False))
@@ -104,7 +105,9 @@ def _clip_source(args, intra: int, patch: str, log: logging.Logger):
     if name in CLIP_NAMES:
         searched = ", ".join(str(p) for p in openai_search_paths(name))
         return (load_clip_config(name, intra_layers=intra, linear_patch=patch), None,
-                f"no {OPENAI_FILES[name]} found (searched {searched}; nothing is downloaded, spec 9.20)")
+                f"no {OPENAI_FILES[name]} found (searched {searched}; nothing is downloaded, spec 9.20): put it in "
+                "one of those places, pass its path as --pretrained_clip_name, or pass --random_clip_weights to "
+                "train from random CLIP weights")
     raise InputError(name, "unknown --pretrained_clip_name: use ViT-B/32, ViT-B/16, "
                      "a config name from clip4idc/configs (e.g. tiny) or a local OpenAI .pt file")
 
@@ -157,6 +160,9 @@ def create_model(args, stage: str, log: logging.Logger = logger):
     --random_clip_weights (the original downloads the OpenAI file; nothing is downloaded here)."""
     intra, patch = args.intra_num_hidden_layers, args.linear_patch
     clip_cfg, clip_state, no_weights = _clip_source(args, intra, patch, log)
+    random_ok = getattr(args, "random_clip_weights", False)
+    if no_weights is not None and not random_ok and not args.init_model:
+        raise InputError(args.pretrained_clip_name, no_weights, field="--pretrained_clip_name")
     decoder_cfg = load_decoder_config(args.decoder_model) if stage == "caption" else None
     init_range = load_cross_initializer_range(args.cross_model)
     for key, value in dataclasses.asdict(clip_cfg).items():
@@ -173,13 +179,12 @@ def create_model(args, stage: str, log: logging.Logger = logger):
     if no_weights is not None:
         random = [k for k in model.state_dict() if k.startswith("clip.") and k not in loaded
                   and not k.startswith(PAIR_PARAMS)]
-        if random and not getattr(args, "random_clip_weights", False):
-            raise InputError(args.pretrained_clip_name, f"{no_weights}, and --init_model does not provide "
-                             f"{len(random)} CLIP tensors (e.g. {random[0]}): put the OpenAI file in one of those "
-                             "places, pass its path as --pretrained_clip_name, or pass --random_clip_weights to "
-                             "train from random CLIP weights", field="--pretrained_clip_name")
+        if random and not random_ok:
+            raise InputError(args.pretrained_clip_name, f"--init_model lacks {len(random)} CLIP tensors (e.g. "
+                             f"{random[0]}) and {no_weights}", field="--pretrained_clip_name")
         if random:
-            log.warning("%s: %d CLIP tensors are RANDOM (--random_clip_weights)", no_weights, len(random))
+            log.warning("--random_clip_weights: %d CLIP tensors are RANDOM (no OpenAI weights for %s)", len(random),
+                        args.pretrained_clip_name)
     if getattr(args, "faithful_fp16", False):
         log.info("faithful fp16: %d CLIP tensors cast to float16 (spec 5.6)", convert_weights_fp16(model))
     return model, clip_cfg, decoder_cfg

@@ -1,4 +1,6 @@
 """Spec 4.7 / 9.13: greedy decoding with early stop equals the original's full-length run; beam search."""
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -57,3 +59,40 @@ def test_beam_search_scores_at_least_greedy(tiny_caption_model, tokenizer):
     for g, b in zip(g_lp, b_lp):
         assert b >= g - 1e-4
     assert len(decode_captions(m, tokenizer, bef, aft, 6, beam_size=3)) == 2
+
+
+class _TableDecoder:
+    """A hand-written decoder over the tokens SOT, 'a' (1), 'b' (2) and EOT: next-token probabilities
+    depend on the last token only. From SOT: EOT 0.55, a 0.45; after a: b 0.6, EOT 0.4; after b: EOT 1."""
+
+    VOCAB = EOT_ID + 1
+    TABLE = {SOT_ID: {EOT_ID: 0.55, 1: 0.45}, 1: {2: 0.6, EOT_ID: 0.4}, 2: {EOT_ID: 1.0}, EOT_ID: {EOT_ID: 1.0}}
+
+    def encode_pair(self, bef, aft):
+        return None, torch.zeros(bef.shape[0], 1, 1)
+
+    def decoder_memory(self, hidden):
+        return [hidden]
+
+    def decode_step(self, memory, seqs):
+        logits = torch.full((seqs.shape[0], seqs.shape[1], self.VOCAB), -1e4)
+        for row, last in enumerate(seqs[:, -1].tolist()):
+            for tok, p in self.TABLE.get(last, {EOT_ID: 1.0}).items():
+                logits[row, -1, tok] = torch.log(torch.tensor(p))
+        return logits
+
+
+def test_beam_length_penalty_hand_computed():
+    """Raw summed log-probs prefer the empty caption: log 0.55 = -0.598 > log(0.45 * 0.6 * 1) = -1.309.
+    With alpha = 1 the scores are divided by the generated length including EOT: -0.598 / 1 vs
+    -1.309 / 3 = -0.436, so 'a b' wins; alpha = 0.5: -0.598 vs -1.309 / sqrt(3) = -0.756, still EOT."""
+    model, x = _TableDecoder(), torch.zeros(1, 3, 2, 2)
+    eot_only, a_b = [EOT_ID], [1, 2, EOT_ID]
+    assert beam_decode(model, x, x, 5, beam_size=2)[0].tolist()[:1] == eot_only  # today's rule: shortest wins
+    assert beam_decode(model, x, x, 5, beam_size=2, length_penalty=1.0)[0].tolist()[:3] == a_b
+    assert beam_decode(model, x, x, 5, beam_size=2, length_penalty=0.5)[0].tolist()[:1] == eot_only
+    assert abs(math.log(0.55) - (-0.5978)) < 1e-4 and abs(math.log(0.45 * 0.6) / 3 - (-0.4364)) < 1e-4
+    assert abs(math.log(0.45 * 0.6) / math.sqrt(3) - (-0.7559)) < 1e-4
+    # finished beams are padded, never extended: the padded tail after EOT decodes to nothing
+    out = beam_decode(model, x, x, 5, beam_size=2, length_penalty=1.0)[0].tolist()
+    assert all(t == 0 for t in out[3:])

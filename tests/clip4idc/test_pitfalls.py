@@ -172,6 +172,14 @@ def test_amp_flags(tmp_path, syn_root, tiny_flags):
     with pytest.raises(InputError, match="choose one"):
         check_args(build_parser("retrieval").parse_args(base + ["--output_dir", "x", "--bf16", "--faithful_fp16"]),
                    "retrieval")
-    result = run(check_args(build_parser("retrieval").parse_args(base + ["--output_dir", str(tmp_path / "b"), "--bf16"]),
+    result = run(check_args(build_parser("retrieval").parse_args(base + ["--output_dir", str(tmp_path / "b"), "--bf16",
+                                                                         "--save_original_precision"]),
                             "retrieval"), "retrieval")
     assert np.isfinite(result["last"]["R1"]) and (tmp_path / "b" / "pytorch_model.bin.0").is_file()
+    # --save_original_precision (issue 17): the CLIP Conv/Linear/attention tensors in float16, as the original
+    from clip4idc.convert import original_fp16_names
+
+    saved = torch.load(tmp_path / "b" / "pytorch_model.bin.0", weights_only=True)
+    half = {k for k, v in saved.items() if v.dtype == torch.float16}
+    assert half == set(original_fp16_names(saved)) and len(half) == 51  # tiny: 6 blocks x 8 + conv1, both projections
+    assert all(v.dtype == torch.float32 for k, v in saved.items() if k not in half)
