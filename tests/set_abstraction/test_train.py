@@ -115,7 +115,7 @@ def test_legacy_schedule_is_the_default_and_reproduces_val_loss_quirk(syn_dir, t
     assert cosine.optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine reached T_max
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")
 def test_legacy_lr_after_one_epoch_of_the_released_recipe():
     """Issue 12: the released recipe (Adam, lr 1e-4), T_max = num_epochs = 2, first validation loss 1.49426.
 
@@ -147,7 +147,7 @@ def _original_checkpoint(path, exp, epoch, lr=None):
     return path
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")
 def test_resume_from_original_checkpoint_aligns_both_schedules(syn_dir, tmp_path, experiment):
     """Issue 12: resuming an original checkpoint at epoch 2 of 4 continues each schedule where it was."""
     base = experiment(syn_dir, tmp_path / "a", "--num_epochs", "4")
