@@ -22,6 +22,7 @@ import torch
 
 from common.checkpoint import load_checkpoint_file, load_state_dict_strict, remap_keys
 from common.errors import InputError, run_cli
+from common.safe_pickle import add_trust_flag
 from set_abstraction.model import AbstractionEmbeddingModule, SAMConfig
 
 DEFAULT_KEY_FILE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "set_abstraction_state_dict_keys.txt"
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="where to write the converted weights (.safetensors)")
     p.add_argument("--model_config", default=None,
                    help="model sizes of --input (name or JSON path); default: released sizes of --dataset")
-    p.add_argument("--trust_checkpoint", action="store_true", help="allow files needing full unpickling")
+    add_trust_flag(p)
     return p
 
 

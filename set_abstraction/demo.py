@@ -17,6 +17,7 @@ import torch  # noqa: E402
 from common.checkpoint import atomic_write_text  # noqa: E402
 from common.distributed import init_distributed  # noqa: E402
 from common.errors import InputError, run_cli  # noqa: E402
+from common.safe_pickle import add_trust_flag  # noqa: E402
 from set_abstraction import cfg, synthetic, tasks  # noqa: E402
 from set_abstraction.experiment import AbstractionEmbedding  # noqa: E402
 from set_abstraction.model import canonical_subsets  # noqa: E402
@@ -34,12 +35,12 @@ def baselines(experiment: AbstractionEmbedding) -> dict:
 
 
 def train_and_evaluate(metadata_dir: Path, work: Path, dataset: str = "moments", epochs: int = 8,
-                       seed: int = 0) -> dict:
+                       seed: int = 0, trust: bool = False) -> dict:
     """Train the spec 10 tiny model on ``metadata_dir`` and evaluate it; returns results and history."""
     argv = ["--metadata_dir", str(metadata_dir), "--dataset", dataset, "--model_config", "tiny", "--lr", "3e-3",
             "-b", "64", "--num_epochs", str(epochs), "--num_workers", "0", "--exp_id", "demo", "--seed", str(seed),
             "--log_dir", str(work / "logs"), "--checkpoint_dir", str(work / "checkpoints"),
-            "--output_dir", str(work / "outputs")]
+            "--output_dir", str(work / "outputs")] + (["--trust_checkpoint"] if trust else [])
     info = init_distributed(device="cpu")
     experiment = AbstractionEmbedding(cfg.parse_args(argv), info, mode="train")
     history = experiment.run()
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="moments", choices=cfg.DATASETS, help="which synthetic file set to use")
     p.add_argument("--epochs", type=int, default=8, help="training epochs (16 steps each)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous demo run in --out")
-    return p
+    return add_trust_flag(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else out / "data"
     if not (data_dir / f"{args.dataset}_graph.json").exists():
         synthetic.generate(data_dir, datasets=[args.dataset])
-    run = train_and_evaluate(data_dir, work, args.dataset, args.epochs)
+    run = train_and_evaluate(data_dir, work, args.dataset, args.epochs, trust=args.trust_checkpoint)
     rows = metrics_rows(run)
     figures = []
     example = Path(run["results"]["figure"])

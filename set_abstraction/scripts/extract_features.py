@@ -16,9 +16,11 @@ import cv2
 import numpy as np
 import torch
 
-from common.checkpoint import extract_state_dict, load_checkpoint_file, load_state_dict_strict, remap_keys
+from common.checkpoint import (atomic_torch_save, atomic_write_text, extract_state_dict, load_checkpoint_file,
+                               load_state_dict_strict, remap_keys)
 from common.distributed import progress
 from common.errors import InputError, run_cli
+from common.safe_pickle import add_trust_flag
 from set_abstraction.backbone import ARCHS, TORCHVISION_ARCHS, build_backbone
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v")
@@ -69,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="3D ResNet depth (resnet3d*), or a torchvision video model (tv_*, needs torchvision)")
     p.add_argument("--width", type=int, default=64, help="base width of resnet3d* (64 -> 2048-d features)")
     p.add_argument("--weights", default=None, help="pretrained backbone state dict (.pth/.pth.tar/.safetensors)")
-    p.add_argument("--trust_checkpoint", action="store_true", help="allow --weights needing full unpickling")
+    add_trust_flag(p)
     p.add_argument("--num_frames", type=int, default=16, help="frames sampled per video")
     p.add_argument("--frame_size", type=int, default=224, help="frames are resized to this square size")
     p.add_argument("--batch_size", type=int, default=8, help="videos per forward pass")
@@ -122,10 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(batch) == args.batch_size:
             flush()
     flush()
-    out_dir.mkdir(parents=True, exist_ok=True)
     features = torch.cat(rows).float()
-    torch.save(features, features_path)
-    listfile_path.write_text("\n".join(lines) + "\n")
+    atomic_torch_save(features, features_path)  # creates out_dir; a crash never leaves a half-written file
+    atomic_write_text(listfile_path, "\n".join(lines) + "\n")
     print(f"wrote {features_path} {list(features.shape)} and {listfile_path} ({len(lines)} videos)")
     return 0
 

@@ -15,9 +15,10 @@ import torch
 from numpy.testing._private.utils import runstring
 
 from common.errors import run_cli
-from set_abstraction import synthetic, test, train
+from set_abstraction import convert, synthetic, test, train
 from set_abstraction.convert import to_original_state_dict
 from set_abstraction.model import build_model
+from set_abstraction.scripts import extract_features
 
 SUB = Path("AbstractionEmbedding") / "AbstractionEmbeddingModule"
 TRAIN_FEATURES = "resnet3d50_moments_train_features.pth"
@@ -292,3 +293,47 @@ def test_bad_input_stops_with_one_line(entry, mutate, expected, launch, original
         assert after == before  # nothing created: no half-made directories, logs or checkpoints
     else:
         assert not list(work.rglob("*.pth.tar")) and not list(work.rglob("step_*"))  # nothing saved from a NaN
+
+
+def _convert_argv(weights: Path, out: Path) -> list[str]:
+    return ["--input", str(weights), "--output", str(out / "converted.safetensors"), "--model_config", "tiny"]
+
+
+def _extract_argv(weights: Path, out: Path) -> list[str]:
+    videos = out.parent / "videos"
+    videos.mkdir(exist_ok=True)
+    (videos / "clip.avi").write_bytes(b"")  # never decoded: the weights are read first
+    return ["--video_dir", str(videos), "--out_dir", str(out), "--arch", "resnet3d14", "--width", "4",
+            "--weights", str(weights)]
+
+
+@pytest.mark.parametrize("cli,make_argv", [(convert, _convert_argv), (extract_features, _extract_argv)],
+                         ids=["convert-input", "extract_features-weights"])
+@pytest.mark.parametrize("kind", [*GADGETS, "truncated", "text"])
+def test_other_pickle_readers_refuse_bad_files(cli, make_argv, kind, originals, tmp_path, capsys):
+    """convert.py --input and extract_features.py --weights: crafted pickles refused (nothing runs), truncated or
+    text files named in one line; the output directory keeps what it had and gains nothing."""
+    weights = Path(shutil.copy(originals[1], tmp_path / "weights.pth.tar"))
+    marker = tmp_path / "pwned"
+    if kind in GADGETS:
+        torch.save({"state_dict": {"x": GADGETS[kind](f"touch {marker}")}}, weights)
+        expected = ["refused", GADGET_CALLS[kind]]
+    elif kind == "truncated":
+        weights.write_bytes(weights.read_bytes()[:1000])
+        expected = ["truncated"]
+    else:
+        weights.write_text("weights\n")
+        expected = ["not a torch checkpoint"]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.txt").write_text("kept\n")
+    before = _snapshot(out)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(cli.main, make_argv(weights, out))
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and line.startswith(f"error: {weights}: ")
+    for text in expected:
+        assert text in line, (text, line)
+    assert not marker.exists()
+    assert _snapshot(out) == before
