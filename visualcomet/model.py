@@ -8,6 +8,7 @@ absolute positions 0..L-1 and no attention mask (pitfall 4, K). Parameter names 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from transformers.cache_utils import Cache
 
 from common.errors import InputError
 
+log = logging.getLogger("visualcomet.model")
 WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 VC_CONFIG_KEYS = ("max_event", "max_place", "max_inference", "use_person_ids", "use_subject_ids", "use_bbox")
 
@@ -215,16 +217,18 @@ def resolve_model_dir(name: str | os.PathLike) -> Path:
 
 def load_pretrained(directory: str | os.PathLike, config_name: str | None = None, trust: bool = False,
                     require_weights: bool = False, overrides: dict[str, Any] | None = None,
-                    vocab_size: int | None = None,
-                    allow_plain_gpt2: bool = False) -> tuple[VisualCometLMHead, bool]:
+                    vocab_size: int | None = None, allow_plain_gpt2: bool = False,
+                    partial: bool = False) -> tuple[VisualCometLMHead, bool]:
     """Build the model from a checkpoint directory (released 2.4.1 layout or ours); returns (model, weights_loaded).
 
     Weights are read with ``common.safe_pickle`` (full unpickling only with ``trust``) and loaded strictly. Only with
     ``allow_plain_gpt2`` (the start of fine-tuning) may a plain GPT-2 directory (no visual keys) load its GPT-2
-    weights, initialise the visual modules and resize the vocabulary to ``vocab_size``. A directory holding only config + tokenizer gives a randomly initialised model
+    weights, initialise the visual modules and resize the vocabulary to ``vocab_size``. ``partial``
+    (``--allow_partial_checkpoint``) loads whatever keys fit, like the original's non-strict ``from_pretrained``,
+    and logs the missing ones (they keep their fresh initialisation); wrongly shaped keys stay errors. A directory holding only config + tokenizer gives a randomly initialised model
     (no hub download is possible here).
     """
-    from common.checkpoint import load_state_dict_strict
+    from common.checkpoint import CheckpointKeyError, load_state_dict_strict
     from visualcomet.convert import convert_state_dict, read_weights
 
     directory = resolve_model_dir(directory)
@@ -242,9 +246,19 @@ def load_pretrained(directory: str | os.PathLike, config_name: str | None = None
     if state and not any(k.startswith("transformer.") for k in state):
         state = {("transformer." + k if k != "lm_head.weight" else k): v for k, v in state.items()}
     state = convert_state_dict(state, config)
+    if "transformer.wte.weight" not in state:
+        raise InputError(weights, "missing (the token embedding sets the vocabulary size)",
+                         field="transformer.wte.weight")
     config.vocab_size = int(state["transformer.wte.weight"].shape[0])
     model = VisualCometLMHead(config)
-    if any(k.startswith("transformer.detector.") for k in state):
+    if partial:
+        report = load_state_dict_strict(model, state, strict=False, source=weights)
+        if report.mismatched:
+            raise CheckpointKeyError(weights, f"{report.summary()}: {report.details()}")
+        if not report.ok:
+            log.warning("%s: %s; --allow_partial_checkpoint: the missing keys keep their fresh initialisation (%s)",
+                        weights, report.summary(), report.details())
+    elif any(k.startswith("transformer.detector.") for k in state):
         load_state_dict_strict(model, state, strict=True, source=weights)
     elif not allow_plain_gpt2:
         raise InputError(weights, "no VisualCOMET visual-projection weights (transformer.detector.*): a plain GPT-2 "

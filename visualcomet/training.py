@@ -45,7 +45,8 @@ def build_model(args: argparse.Namespace, tokenizer: VisualCometTokenizer, layou
                                                "use_person_ids": not args.no_person_ids,
                                                "use_subject_ids": not args.no_subject_ids,
                                                "use_bbox": args.use_bbox},
-                                    vocab_size=len(tokenizer), allow_plain_gpt2=True)
+                                    vocab_size=len(tokenizer), allow_plain_gpt2=True,
+                                    partial=args.allow_partial_checkpoint)
     if not loaded:
         log.warning("no weights in %s: the model starts from random initialisation", args.model_name_or_path)
     return model

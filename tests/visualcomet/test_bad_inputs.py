@@ -7,6 +7,7 @@ none added; for crafted pickles, that the payload's marker file was not created.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -284,3 +285,12 @@ def test_trust_checkpoint_reads_a_pickle_the_allow_list_refuses(tmp_path):
         vdata.load_features(str(f))
     img, objs = vdata.load_features(str(f), trust=True)
     assert img.shape == (4,) and objs.shape == (2, 4)
+
+
+def test_allow_partial_checkpoint_loads_and_logs_the_missing_key(base, tmp_path, caplog):
+    root = Path(shutil.copytree(base, tmp_path / "data"))
+    _missing_key_bin(root)
+    with caplog.at_level(logging.WARNING, logger="visualcomet.model"):
+        run_cli(_main("gen"), _argv("gen", root) + ["--allow_partial_checkpoint"])
+    assert "1 missing" in caplog.text and "transformer.h.1.mlp.c_fc.weight" in caplog.text
+    assert len(json.loads((root / "out" / GEN_OUT).read_text())) == 12  # 4 val annotations x 3 relations

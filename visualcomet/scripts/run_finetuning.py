@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server_port", default="", help="refused when set: ptvsd remote debugging was removed")
     p.add_argument("--resume", action="store_true", help="continue from <output_dir>/resume (weights, optimizer, "
                                                          "scheduler, RNG, data position)")
+    p.add_argument("--allow_partial_checkpoint", action="store_true",
+                   help="load a checkpoint that lacks some keys (logged; they keep a fresh initialisation), as the "
+                        "original's non-strict from_pretrained did; without it a missing key is an error")
     add_trust_flag(p)
     return p
 

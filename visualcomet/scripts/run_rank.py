@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seed of the negative sampling (the original never seeded it)")
     p.add_argument("--overwrite_cache", action="store_true", help="rebuild the dataset cache")
     p.add_argument("--cache_postfix", default=None, help="appended to the cache file name")
+    p.add_argument("--allow_partial_checkpoint", action="store_true",
+                   help="load a checkpoint that lacks some keys (logged; they keep a fresh initialisation), as the "
+                        "original's non-strict from_pretrained did; without it a missing key is an error")
     add_trust_flag(p)
     return p
 
@@ -73,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise InputError(out, "output exists; pass --overwrite_output to replace it")
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
     tokenizer = VisualCometTokenizer.from_pretrained(args.model_name_or_path)
-    model, _ = load_pretrained(args.model_name_or_path, trust=args.trust_checkpoint, require_weights=True)
+    model, _ = load_pretrained(args.model_name_or_path, trust=args.trust_checkpoint, require_weights=True,
+                               partial=args.allow_partial_checkpoint)
     model.to(device)
     paths = vdata.DataPaths.resolve(args.data_dir, args.vcr_images_dir, args.vcr_features_dir, args.trust_checkpoint)
     layout = layout_from_config(model.config, args.max_seq_len)
