@@ -147,6 +147,9 @@ class VisualCometLMHead(GPT2LMHeadModel):
         out = self.transformer(inputs_embeds=emb, position_ids=position_ids.expand(input_ids.shape[0], -1),
                                cache=cache if use_cache else None, use_cache=use_cache)
         logits = self.lm_head(out.last_hidden_state)
+        if use_cache and cache.get_seq_length() != position_offset + L:
+            raise RuntimeError("transformers did not fill the KV cache passed as cache= (GPT2Model takes it from "
+                               "5.25 on); install the versions in visualcomet/requirements.txt")
         kept = cache if use_cache else None  # the transformer filled this cache object in place
         result = {"logits": logits, "cache": kept, "past_key_values": kept}
         if labels is not None:
