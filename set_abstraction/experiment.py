@@ -196,6 +196,9 @@ class AbstractionEmbedding:
             except ScheduleMismatch as err:
                 raise InputError(full_state, f"{err}; pass the run's --lr_schedule to resume it",
                                  field="scheduler") from None
+            except (RuntimeError, OSError, EOFError) as err:  # truncated or corrupt files of the saved state
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise InputError(full_state, f"unreadable saved training state ({first})") from None
             self.start_epoch = state.extra["epoch"]
             self.skip_batches = state.extra["batches_done"]
             self.best_acc1 = state.extra["best_acc1"]

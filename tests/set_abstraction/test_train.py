@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -33,6 +34,11 @@ def test_checkpoint_and_log_layout(syn_dir, tmp_path, experiment):
     assert list(ckpt) == ["epoch", "state_dict", "optimizer", "best_acc1"] and ckpt["epoch"] == 5
     assert all(k.startswith("module.") for k in ckpt["state_dict"]) and len(ckpt["state_dict"]) == 22
     assert torch.load(ckdir / f"{name}_best.pth.tar", weights_only=True)["epoch"] == 1
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [*ckdir.glob("*.pth.tar"), *ckdir.rglob("step_*"), *ckdir.rglob("training_state.pt")]:
+        mode = 0o777 if path.is_dir() else 0o666
+        assert path.stat().st_mode & 0o777 == mode & ~umask, path  # issue 11: the user's umask, not 0600
     # Spec 9.14 (F): _epoch_N holds the state after epoch N, not the start of it.
     assert torch.load(ckdir / f"{name}_epoch_5.pth.tar", weights_only=True)["epoch"] == 5
     logdir = tmp_path / "logs" / "AbstractionEmbedding" / "AbstractionEmbeddingModule"
@@ -169,7 +175,7 @@ def test_resume_from_original_checkpoint_aligns_both_schedules(syn_dir, tmp_path
     assert fresh.optimizer.param_groups[0]["lr"] == pytest.approx(3e-3)
 
 
-def test_full_state_of_the_other_schedule_is_refused_in_one_line(syn_dir, tmp_path, train_argv, capsys):
+def test_full_state_of_the_other_schedule_or_truncated_is_refused_in_one_line(syn_dir, tmp_path, train_argv, capsys):
     from common.errors import run_cli
 
     flags = ("--exp_id", "S", "--num_epochs", "2", "--max_step", "1")
@@ -182,6 +188,13 @@ def test_full_state_of_the_other_schedule_is_refused_in_one_line(syn_dir, tmp_pa
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "field 'scheduler': saved with --lr_schedule cosine, this run uses legacy" in err.strip().splitlines()[-1]
+    state = next((tmp_path / "ckpt").rglob("training_state.pt"))
+    state.write_bytes(state.read_bytes()[:300])
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train.main, train_argv(syn_dir, tmp_path, *flags, "--lr_schedule", "cosine", "--resume", str(rolling)))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert f"error: {state.parent}: unreadable saved training state (" in err.strip().splitlines()[-1]
 
 
 def test_non_default_scales_train(syn_dir, tmp_path, experiment):
