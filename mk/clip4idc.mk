@@ -1,7 +1,8 @@
 # CLIP4IDC (clip4idc/): image-pair CLIP adaptation + difference captioning.
 # DATA_DIR (optional) holds clevr/ (a CLEVR-Change root) and gt/; without it a synthetic set is
-# generated once under runs/synthetic/clip4idc. C4I_MODEL_FLAGS picks the model size (tiny by default;
-# set it to "" for the real ViT-B/32 configuration); C4I_CAPTION_FLAGS is added to the caption stage
+# generated once under runs/synthetic/clip4idc. C4I_MODEL_FLAGS picks the model size (tiny by default,
+# from random CLIP weights: --random_clip_weights; set it to "" for the real ViT-B/32 configuration,
+# which then needs ViT-B-32.pt in ./modules/ or ~/.cache/clip/); C4I_CAPTION_FLAGS is added to the caption stage
 # (CLIP at 1/100 of the decoder LR and batch 8 for the tiny model, as in the demo; the original
 # scripts use --coef_lr 1e-3).
 
