@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.errors import run_cli
+from common.safe_pickle import add_trust_flag
 
 
-def train_model(data_dir: Path, out: Path, steps: int, no_image: bool) -> dict:
+def train_model(data_dir: Path, out: Path, steps: int, no_image: bool, trust: bool = False) -> dict:
     """run_finetuning.py with the spec 10 calibration settings (lr 1e-3, batch 16, linear decay)."""
     from visualcomet.scripts.run_finetuning import build_parser
     from visualcomet.training import train
@@ -24,11 +25,12 @@ def train_model(data_dir: Path, out: Path, steps: int, no_image: bool) -> dict:
     argv = ["--data_dir", str(data_dir), "--model_name_or_path", str(data_dir / "gpt2-tiny"), "--output_dir",
             str(out), "--overwrite_output_dir", "--max_seq_len", "40", "--per_gpu_train_batch_size", "16",
             "--per_gpu_eval_batch_size", "32", "--max_steps", str(steps), "--save_steps", "0",
-            "--learning_rate", "1e-3", "--logging_steps", "50", "--no_cuda"] + (["--no_image"] if no_image else [])
+            "--learning_rate", "1e-3", "--logging_steps", "50", "--no_cuda"] + (["--no_image"] if no_image else []) \
+        + (["--trust_checkpoint"] if trust else [])
     return train(build_parser().parse_args(argv))
 
 
-def curated(model_dir: Path, data_dir: Path, include_image: bool) -> float:
+def curated(model_dir: Path, data_dir: Path, include_image: bool, trust: bool = False) -> float:
     """Spec 10 curated-candidate accuracy on val."""
     import torch
 
@@ -38,8 +40,8 @@ def curated(model_dir: Path, data_dir: Path, include_image: bool) -> float:
     from visualcomet.tokenization import VisualCometTokenizer
 
     tok = VisualCometTokenizer.from_pretrained(model_dir)
-    model, _ = load_pretrained(model_dir, require_weights=True)
-    paths = vdata.DataPaths.resolve(str(data_dir))
+    model, _ = load_pretrained(model_dir, require_weights=True, trust=trust)
+    paths = vdata.DataPaths.resolve(str(data_dir), trust=trust)
     lay, splits = vdata.build_finetune_data(paths, tok, 40)
     ex, lab, recs = splits["val"]
     ds = vdata.VCGDataset(recs, ex, lab, tok, paths, include_image=include_image)
@@ -65,8 +67,8 @@ def bar_chart(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def run(data_dir: Path, out: Path, steps: int = 300) -> dict:
-    """The whole demo; returns the metrics.json content."""
+def run(data_dir: Path, out: Path, steps: int = 300, trust: bool = False) -> dict:
+    """The whole demo; returns the metrics.json content (``trust``: full unpickling of the data's pickles)."""
     from common.checkpoint import atomic_write_json, atomic_write_text
     from visualcomet import synthetic
     from visualcomet.scripts import evaluate_generation, run_generation, run_rank, visualize
@@ -77,11 +79,11 @@ def run(data_dir: Path, out: Path, steps: int = 300) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     models = {"image": out / "model_image", "text": out / "model_text"}
     for name, d in models.items():
-        train_model(data_dir, d, steps, no_image=name == "text")
-    acc = {name: curated(d, data_dir, name == "image") for name, d in models.items()}
+        train_model(data_dir, d, steps, no_image=name == "text", trust=trust)
+    acc = {name: curated(d, data_dir, name == "image", trust) for name, d in models.items()}
     recall, lang = {}, {}
     for name, d in models.items():
-        flags = ["--no_image"] if name == "text" else []
+        flags = (["--no_image"] if name == "text" else []) + (["--trust_checkpoint"] if trust else [])
         common = ["--data_dir", str(data_dir), "--model_name_or_path", str(d), "--max_seq_len", "40", "--no_cuda"]
         run_rank.main(common + ["--split", "val", "--rank_mode", "random_10", "--overwrite_output", *flags])
         recall[name] = json.loads((d / "val_rank_random_10.json").read_text())["mean_recall"]
@@ -145,11 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="runs/demo/visualcomet", help="where metrics.json, report.md and PNGs go")
     p.add_argument("--steps", type=int, default=300, help="optimizer steps per model")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (tiny models run best on one)")
+    add_trust_flag(p)
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    metrics = run(Path(args.data_dir), Path(args.out), args.steps)
+    metrics = run(Path(args.data_dir), Path(args.out), args.steps, args.trust_checkpoint)
     print(json.dumps(metrics, indent=1))
     return 0
 

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from common.errors import InputError
 from visualcomet.model import VisualCometLMHead
 
 VISUAL_KEYS = ("img_feats", "boxes_mask", "person_ids", "subject_ids", "boxes")
@@ -338,8 +339,12 @@ def predict(model: VisualCometLMHead, tokenizer: Any, image_features: Any, objec
     event_name, mapping = vdata.map_numbers(event)
     record = {"event_name": event_name, "place": place, "inference_relation": relation, "person2name": mapping}
     ids, _ = vdata.encode_record(record, tokenizer, layout, generation=True)
-    img = np.asarray(image_features, dtype=np.float32)
-    objs = np.asarray(object_features, dtype=np.float32).reshape(len(names), -1)
+    objs = np.asarray(object_features)
+    img, objs = vdata.check_features(image_features, objs.reshape(len(names), -1) if objs.size else objs,
+                                     "predict() inputs")
+    if img.shape[0] != model.feature_dim:
+        raise InputError("predict() inputs", f"feature width {img.shape[0]} but the model expects "
+                                             f"{model.feature_dim} (config feature_dim)", field="image_features")
     meta = {"names": names, "boxes": [list(b)[:4] for b in boxes], "width": width, "height": height}
     visual = vdata.visual_tensors(record, tokenizer, meta, img, objs)
     device = next(model.parameters()).device

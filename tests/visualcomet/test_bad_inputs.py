@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from common.errors import run_cli
+from common.safe_pickle import load_pickle
 
 GEN_OUT = "val_sample_1_num_2_top_k_0_top_p_0.9.json"
 
@@ -84,8 +85,7 @@ def _feature_files(root: Path) -> list[Path]:
 def _rewrite_features(root: Path, change: Callable[[dict], None]) -> Path:
     """Apply ``change`` to every feature pickle; returns their directory (the message names the first one read)."""
     for f in _feature_files(root):
-        with open(f, "rb") as h:
-            feats = pickle.load(h)  # the fixture's own files
+        feats = load_pickle(f)
         change(feats)
         _write_pickle(f, feats)
     return root / "features"
