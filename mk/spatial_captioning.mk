@@ -77,12 +77,12 @@ spatial_captioning-train_scst: install $(SC_NEED_DATA) ## Spatial captioning: co
 		--checkpoint_path $(SC_RUNS)/checkpoints/$(SC_ID)_rl --start_from $(SC_RUNS)/checkpoints/$(SC_ID)_rl \
 		$(SC_ARCH_FLAGS) $(SC_SCST_FLAGS) --enc_pos_embedding 1 --enc_pos_type gxg --cross_attn xlinear $(ARGS)
 
-spatial_captioning-eval: install $(SC_NEED_DATA) ## Spatial captioning: eval.py on the test split (RUN=<id>, default the XE run)
+spatial_captioning-eval: install $(SC_NEED_DATA) ## Spatial captioning: eval.py on the test split (RUN=<id>, default the XE run); writes <run>/vis, <run>/eval_results (again: ARGS="--overwrite 1")
 	cd spatial_captioning && $(abspath $(PY)) eval.py --dump_images 0 --num_images $(if $(SC_GIVEN),5000,-1) \
 		--model $(SC_RUNS)/checkpoints/$(or $(RUN),$(SC_ID))/model.pth \
 		--infos_path $(SC_RUNS)/checkpoints/$(or $(RUN),$(SC_ID))/infos_$(or $(RUN),$(SC_ID)).pkl \
 		--image_root $(if $(IMAGE_ROOT),$(abspath $(IMAGE_ROOT)),$(SC_DATA_DIR)/images) --language_eval 1 \
-		--vis_dir $(SC_RUNS)/vis --eval_results_dir $(SC_RUNS)/eval_results --dump_png 8 \
+		--dump_png 8 \
 		--input_box_dir $(SC_DATA_DIR)/cocobu_box --ann_file $(SC_DATA_DIR)/annotations/captions_val2014.json $(ARGS)
 
 spatial_captioning-create_report: install ## Spatial captioning: create_report.py on PICKLES="a.pkl b.pkl" NAMES="a b" -> runs/spatial_captioning/report-<time>
