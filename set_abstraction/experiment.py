@@ -166,6 +166,8 @@ class AbstractionEmbedding:
                              "a run of this name exists; pass --resume with it to continue, or another --exp_id")
         elif self.evaluating:
             LOG.warning("no --resume: evaluating randomly initialised weights")
+        elif self.start_epoch:
+            self.schedule.align(self.start_epoch, optimizer_restored=False)  # --start_epoch N: the schedule too
         if info.is_main:
             for d in (self.log_dir, self.output_dir) if self.evaluating else (
                     self.log_dir, self.checkpoint_dir, self.output_dir):

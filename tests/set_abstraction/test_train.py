@@ -173,6 +173,8 @@ def test_resume_from_original_checkpoint_aligns_both_schedules(syn_dir, tmp_path
     no_optimizer = _original_checkpoint(tmp_path / "AbstractionEmbedding_y_best.pth.tar", base, epoch=2)
     fresh = experiment(syn_dir, tmp_path / "n", "--num_epochs", "4", "--resume", str(no_optimizer))
     assert fresh.optimizer.param_groups[0]["lr"] == pytest.approx(3e-3)
+    started = experiment(syn_dir, tmp_path / "s", "--num_epochs", "4", "--lr_schedule", "cosine", "--start_epoch", "2")
+    assert started.optimizer.param_groups[0]["lr"] == pytest.approx(schedule.cosine_lr(3e-3, 2, 4))
 
 
 def test_full_state_of_the_other_schedule_or_truncated_is_refused_in_one_line(syn_dir, tmp_path, train_argv, capsys):
