@@ -64,7 +64,17 @@ def read_detectron2_pkl(path: str | Path, trust: bool = False) -> dict[str, torc
 
 def read_bottom_up_pth(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
     """The state dict of a bottom-up-attention.pytorch ``.pth`` (bare or under ``model``) as tensors."""
-    obj = torch_load(path, trust=trust)
+    path = Path(path)
+    try:
+        obj = torch_load(path, trust=trust)
+    except CheckpointError:
+        if not path.is_file() or path.read_bytes()[:1] != b"\x80":
+            raise
+        plain = load_pickle(path, trust=trust)  # a plain pickle: detectron2's model-zoo layout?
+        if isinstance(plain, Mapping) and isinstance(plain.get("model"), Mapping):
+            raise CheckpointError(path, "a detectron2 model-zoo pickle, not a bottom-up-attention .pth (that "
+                                        "detector belongs to the VisualCOMET tools)", field="model") from None
+        raise
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not obj:

@@ -111,7 +111,7 @@ def _bad_weight_case(tmp_path, case):
     if case == "torch-file-as-pkl":
         return W.write_random_weights(tmp_path / "m.pkl", "bottom_up"), "detectron2", "field 'model'"
     if case == "pkl-as-pth":
-        return W.write_random_weights(tmp_path / "m.pth", "detectron2"), "bottom_up", "m.pth"
+        return W.write_random_weights(tmp_path / "m.pth", "detectron2"), "bottom_up", "field 'model'"
     if case == "missing-key":
         arrays = _d2_arrays()
         del arrays["roi_heads.mask_head.deconv.bias"]
