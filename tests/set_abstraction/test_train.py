@@ -9,7 +9,7 @@ import torch
 
 from common.distributed import init_distributed
 from common.errors import InputError
-from set_abstraction import schedule, train
+from set_abstraction import cfg, schedule, train
 from set_abstraction.experiment import AbstractionEmbedding
 
 CPU = init_distributed(device="cpu")
@@ -128,11 +128,12 @@ def test_legacy_lr_after_one_epoch_of_the_released_recipe():
     By hand: cos(pi * 1.49426 / 2) = cos(2.34721) = -0.70070, so lr = 1e-4 * (1 - 0.70070) / 2 = 1.4965e-5,
     where the per-epoch cosine gives 1e-4 * (1 + cos(pi / 2)) / 2 = 5e-5.
     """
-    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-4, weight_decay=5e-4)
-    legacy = schedule.build_schedule("legacy", opt, 2)
-    legacy.step_epoch()
+    args = cfg.parse_args(["--num_epochs", "2"])  # the default schedule and lr
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=args.lr, weight_decay=5e-4)
+    default = schedule.build_schedule(args.lr_schedule, opt, args.num_epochs)
+    default.step_epoch()
     assert opt.param_groups[0]["lr"] == 1e-4  # nothing moves before the validation
-    legacy.step_validation(1.49426)
+    default.step_validation(1.49426)
     assert opt.param_groups[0]["lr"] == pytest.approx(1.4965e-5, rel=1e-4)
     opt2 = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
     cosine = schedule.build_schedule("cosine", opt2, 2)
