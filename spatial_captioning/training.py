@@ -19,7 +19,7 @@ from spatial_captioning import losses, models, rewards
 from spatial_captioning.checkpoints import (find_infos, find_model_file, infos_name, load_infos, load_model_weights,
                                             load_optimizer_state, save_pickle)
 from spatial_captioning.data import DataLoader, model_inputs, unk_index
-from spatial_captioning.evaluation import eval_split
+from spatial_captioning.evaluation import eval_split, load_references
 from spatial_captioning.opts import ARCH_KEYS, check_model_opt
 from spatial_captioning.optim import (NoamOpt, ReduceLROnPlateau, build_optimizer, clip_gradient, set_lr,
                                       step_decay_lr)
@@ -89,10 +89,12 @@ class Trainer:
                     self.optimizer.load_state_dict(state)
                 except (ValueError, KeyError, TypeError) as err:
                     raise InputError(opt_path, f"does not fit this model's optimizer ({err})") from None
+        if opt.language_eval:
+            load_references(opt.ann_file)  # checked now, not at the first validation
         self.cider_scorer = None
         if opt.self_critical_after != -1:
             # spec 8: check the df pickle now, not when SCST starts 30 epochs later
-            self.cider_scorer = rewards.load_cider_scorer(opt.cached_tokens, opt.data_dir)
+            self.cider_scorer = rewards.load_cider_scorer(opt.cached_tokens, opt.data_dir, opt.trust_checkpoint)
         if opt.start_from and self.infos.get("rng_state") is not None:
             restore_rng_state(self.infos["rng_state"])
         self.log_path = Path(opt.checkpoint_path) / f"train_log_{opt.id}.jsonl" if opt.id else \

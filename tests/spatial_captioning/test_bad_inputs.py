@@ -295,6 +295,11 @@ def _earlier_vis_json(c: Ctx):
     return "eval", argv, ["vis.json", "exists from an earlier evaluation"]
 
 
+def _train_without_references(c: Ctx):
+    argv = c.train_argv("--language_eval", "1", "--ann_file", str(c.tmp / "captions_missing.json"))
+    return "train", argv, ["captions_missing.json", "not found"]
+
+
 def _ort_batchnorm_infos(c: Ctx):
     opt = Namespace(caption_model="relation_transformer", rnn_size=64, use_bn=1, vocab_size=30, seq_length=10)
     path = c.write("infos_ort_bn.pkl", pickle.dumps({"opt": opt, "vocab": {"1": "a"}}, protocol=2))
@@ -327,6 +332,7 @@ CASES: dict[str, Callable] = {
     "json_error_wording": _bad_json_wording,
     "eval_never_overwrites_vis_json": _earlier_vis_json,
     "ort_infos_with_batchnorm": _ort_batchnorm_infos,
+    "train_language_eval_without_references": _train_without_references,
 }
 
 
