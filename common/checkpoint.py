@@ -49,7 +49,7 @@ def _umask() -> int:
     return mask
 
 
-def _chmod_default(path: Path, directory: bool = False) -> None:
+def chmod_default(path: Path, directory: bool = False) -> None:
     """Give a mkstemp/mkdtemp-made path the mode a plain open()/mkdir() would have (umask applied)."""
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
@@ -68,7 +68,7 @@ def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        _chmod_default(Path(tmp))
+        chmod_default(Path(tmp))
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
@@ -245,8 +245,9 @@ class CheckpointManager:
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=self.directory, prefix=f".tmp-{final.name}-"))
         try:
-            _chmod_default(tmp, directory=True)
+            chmod_default(tmp, directory=True)
             save_safetensors_model(unwrap_model(model), str(tmp / WEIGHTS_NAME))
+            chmod_default(tmp / WEIGHTS_NAME)
             state = {
                 "format": FORMAT_VERSION,
                 "step": int(step),
@@ -331,7 +332,7 @@ def load_training_state(path: str | Path, *, model: torch.nn.Module,
     if missing or unexpected:
         raise CheckpointError(weights, f"does not fit the model: missing {sorted(missing)[:10]}, "
                                        f"unexpected {sorted(unexpected)[:10]}")
-    state = torch.load(path / STATE_NAME, map_location=map_location, weights_only=True)
+    state = torch_load(path / STATE_NAME, map_location=map_location)
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
         if obj is None:
             continue

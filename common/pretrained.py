@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_model
 
-from common.checkpoint import CheckpointError, atomic_write_json, atomic_write_text, load_state_dict_strict
+from common.checkpoint import (CheckpointError, atomic_write_json, atomic_write_text, chmod_default,
+                               load_state_dict_strict)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -71,6 +72,7 @@ def save_pretrained(model: torch.nn.Module, directory: str | Path, *, paper: str
     json.dumps(full)  # a config that is not plain JSON is a bug of the caller: fail before writing
     tmp = directory / f".{WEIGHTS_NAME}.tmp"
     save_model(model, str(tmp))
+    chmod_default(tmp)  # safetensors creates files 0600
     tmp.replace(directory / WEIGHTS_NAME)
     atomic_write_json(directory / CONFIG_NAME, full)
     atomic_write_text(directory / CARD_NAME, _card(paper, architecture, config, card or {}))

@@ -312,8 +312,11 @@ def _torch_file_kind(path: Path) -> str:
     return "other"
 
 
-def torch_load(path: str | Path, *, trust: bool = False, map_location: Any = "cpu") -> Any:
-    """Load a torch checkpoint: weights-only, then the restricted unpickler, full only with ``trust``."""
+def torch_load(path: str | Path, *, trust: bool = False, map_location: Any = "cpu", mmap: bool = False) -> Any:
+    """Load a torch checkpoint: weights-only, then the restricted unpickler, full only with ``trust``.
+
+    ``mmap`` memory-maps the tensors of zip-format files on the weights-only path (large feature files).
+    """
     path = Path(path)
     source = str(path)
     if not path.is_file():
@@ -336,7 +339,8 @@ def torch_load(path: str | Path, *, trust: bool = False, map_location: Any = "cp
         if trust:
             return torch.load(path, map_location=map_location, weights_only=False, encoding=encoding)
         try:
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True,
+                              mmap=mmap and kind == "zip")
         except pickle.UnpicklingError:
             pass  # needs more than tensors: try the restricted unpickler
         return _plain(torch.load(path, map_location=map_location, weights_only=False,

@@ -174,6 +174,8 @@ def test_written_files_follow_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o644
     assert stat.S_IMODE(step_dir.stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "ckpt" / "latest").stat().st_mode) == 0o644
+    for name in ("model.safetensors", "training_state.pt", "meta.json"):
+        assert stat.S_IMODE((step_dir / name).stat().st_mode) == 0o644, name
 
 
 def test_no_plain_unpickling_left_in_the_project():
