@@ -87,6 +87,11 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return _atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
+    return _atomic_write(path, lambda handle: handle.write(data))
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically; returns the path."""
     return _atomic_write(path, lambda handle: handle.write(text), mode="w")

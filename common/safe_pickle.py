@@ -25,6 +25,7 @@ import io
 import pickle
 import zipfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import IO, Any
 
 import numpy as np
@@ -197,12 +198,34 @@ def _refusal(module: str, name: str) -> str:
             f"code; pass {TRUST_FLAG} only if you trust the file's origin")
 
 
+Standins = Callable[[str, str], Any]
+"""``(module, name) -> replacement or None``: a reader's own inert stand-ins for foreign data classes."""
+
+
+class _TrustedUnpickler(pickle.Unpickler):
+    """Full unpickling (``trust``), still honouring a reader's stand-ins for absent foreign classes."""
+
+    standins: Standins | None = None
+
+    def find_class(self, module: str, name: str) -> Any:
+        if self.standins is not None:
+            found = self.standins(module, name)
+            if found is not None:
+                return found
+        return super().find_class(module, name)
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """A ``pickle.Unpickler`` that resolves only allow-listed globals (see the module docstring)."""
 
     source = "<pickle>"
+    standins: Standins | None = None
 
     def find_class(self, module: str, name: str) -> Any:
+        if self.standins is not None:
+            found = self.standins(module, name)
+            if found is not None:
+                return found
         # Python-2 names (protocol < 3 pickles, torch.save's protocol 2): as pickle's own find_class
         if (module, name) in _compat_pickle.NAME_MAPPING:
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
@@ -256,20 +279,23 @@ def _decode_error(source: str, err: BaseException) -> CheckpointReadError:
 # --------------------------------------------------------------------------------------------
 
 def restricted_load(file: IO[bytes], *, source: str | Path = "<pickle>", trust: bool = False,
-                    encoding: str | None = None) -> Any:
+                    encoding: str | None = None, standins: Standins | None = None) -> Any:
     """Unpickle an open binary file with the allow-list (full unpickling when ``trust``).
 
     ``encoding=None`` reads Python-3 pickles as they are and falls back to latin1 for Python-2
-    pickles holding numpy arrays or byte strings.
+    pickles holding numpy arrays or byte strings. ``standins(module, name)`` may return an inert
+    replacement class for a foreign data class (e.g. ORT's ``misc.report.ReportData``), in both modes.
     """
     source = str(source)
     start = file.tell() if file.seekable() else None
 
     def attempt(enc: str) -> Any:
         if trust:
-            return pickle.Unpickler(file, encoding=enc).load()
+            trusted = _TrustedUnpickler(file, encoding=enc)
+            trusted.standins = standins
+            return trusted.load()
         unpickler = RestrictedUnpickler(file, encoding=enc)
-        unpickler.source = source
+        unpickler.source, unpickler.standins = source, standins
         return _plain(unpickler.load())
 
     try:
@@ -287,13 +313,14 @@ def restricted_load(file: IO[bytes], *, source: str | Path = "<pickle>", trust: 
         raise _decode_error(source, err) from None
 
 
-def load_pickle(path: str | Path, *, trust: bool = False, encoding: str | None = None) -> Any:
+def load_pickle(path: str | Path, *, trust: bool = False, encoding: str | None = None,
+                standins: Standins | None = None) -> Any:
     """Read a plain pickle file through ``restricted_load``; a missing file is an ``InputError``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointReadError(path, "file not found")
     with open(path, "rb") as handle:
-        return restricted_load(handle, source=path, trust=trust, encoding=encoding)
+        return restricted_load(handle, source=path, trust=trust, encoding=encoding, standins=standins)
 
 
 # --------------------------------------------------------------------------------------------

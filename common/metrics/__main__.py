@@ -26,7 +26,7 @@ def _records(path: Path) -> list:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise InputError(path, f"not valid JSON ({err.msg} at line {err.lineno})") from None
+        raise InputError(path, f"not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})") from None
     if isinstance(data, dict):
         if "annotations" not in data:
             raise InputError(path, "a COCO caption file needs an 'annotations' list", field="annotations")

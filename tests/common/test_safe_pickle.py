@@ -188,3 +188,25 @@ def test_no_plain_unpickling_left_in_the_project():
                  if not line.startswith(("common/safe_pickle.py:", "tests/"))]
     assert not offending, "plain unpickling outside common/safe_pickle.py:\n" + "\n".join(offending)
     assert sys.version_info >= (3, 10)
+
+
+class _ForeignReport:  # stands for a class whose code the reader does not have (ORT's ReportData)
+    def __init__(self, score):
+        self.score = score
+
+
+def test_standins_replace_foreign_data_classes_in_both_modes(tmp_path):
+    class Record:
+        def __setstate__(self, state):
+            self.__dict__.update(state)
+
+    def standins(module, name):
+        return Record if name == "_ForeignReport" else None
+
+    path = tmp_path / "report.pkl"
+    path.write_bytes(pickle.dumps({"r": _ForeignReport(0.5)}))
+    with pytest.raises(UnsafePickleError, match="_ForeignReport"):
+        load_pickle(path)
+    for trust in (False, True):
+        got = load_pickle(path, trust=trust, standins=standins)["r"]
+        assert type(got) is Record and got.score == 0.5
