@@ -111,6 +111,9 @@ def build_parser(task: str) -> argparse.ArgumentParser:
       help="[new] evaluate and select the best epoch on val instead of test (spec 9.5)")
     a("--per_index_rng", action="store_true",
       help="[new] sample captions/distractors with a per-(seed, epoch, index) RNG, independent of workers (spec 9.24)")
+    a("--skip_missing_images", action="store_true",
+      help="[new] leave out CLEVR scenes listed in splits.json whose before image is missing, as the original does "
+           "silently; counted as skipped_items in the results (default: an error)")
     a("--save_original_precision", action="store_true",
       help="[new] save pytorch_model.bin.{epoch} with the 195 CLIP Conv/Linear/attention tensors in float16 and the "
            "rest in float32, as the original's files (default: the model's dtypes, float32 unless --faithful_fp16)")

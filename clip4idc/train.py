@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from common.checkpoint import CheckpointManager, atomic_torch_save, atomic_write_json
 from common.distributed import (barrier, cleanup, init_distributed, is_main_process, make_sampler, progress,
@@ -22,7 +21,7 @@ from common.errors import InputError
 from common.safe_pickle import torch_load
 from clip4idc.convert import new_to_original, to_original_precision
 from clip4idc.data import ClevrChange, Sampler, build_dataset
-from clip4idc.data.common import read_json
+from clip4idc.data.common import ItemLoader, read_json
 from clip4idc.data.ier import SPLIT_FILES, ier_gt
 from clip4idc.data.spot import spot_gt
 from clip4idc.decoding import decode_captions
@@ -106,7 +105,7 @@ def autocast_context(args, device: torch.device):
 def eval_retrieval(model, dataset, args, device, log) -> dict[str, float]:
     """Multi-sentence retrieval evaluation (spec 5.5); logs the original's lines."""
     model.eval()
-    loader = DataLoader(dataset, batch_size=args.batch_size_val, shuffle=False, num_workers=args.num_thread_reader)
+    loader = ItemLoader(dataset, batch_size=args.batch_size_val, shuffle=False, num_workers=args.num_thread_reader)
     last_rows = {c - 1 for c in dataset.cut_off_points}
     texts, pairs, offset = [], [], 0
     for batch in progress(loader, desc="eval", leave=False):
@@ -162,7 +161,7 @@ def load_gt(args, log) -> tuple[dict, str]:
 def generate(model, dataset, args, device, tokenizer) -> tuple[dict[str, str], list[dict]]:
     """Captions of every test pair (CLEVR: semantic pairs, then distractor pairs `_n`) and PNG items."""
     model.eval()
-    loader = DataLoader(dataset, batch_size=args.batch_size_val, shuffle=False, num_workers=args.num_thread_reader)
+    loader = ItemLoader(dataset, batch_size=args.batch_size_val, shuffle=False, num_workers=args.num_thread_reader)
     sem, dis, vis = {}, {}, []
     for batch in progress(loader, desc="decode", leave=False):
         batch = _to_device(batch, device)
@@ -205,9 +204,9 @@ def write_visuals(model, vis: list[dict], refs: dict[str, list[str]], out_dir: P
 
 
 def eval_caption(model, dataset, args, device, tokenizer, log, tag: str,
-                 gt: tuple[dict, str] | None = None) -> dict[str, float]:
+                 gt: tuple[dict, str] | None = None, skipped: int = 0) -> dict[str, float]:
     """Decode, write hyp_ep_{tag}.json, score via common.metrics (+ CLEVR per-type), write PNGs.
-    `gt` is load_gt's (dict, path), read here when not given."""
+    `gt` is load_gt's (dict, path), read here when not given; `skipped` items are counted in scores_ep_*."""
     out = Path(args.output_dir)
     gt, gt_path = gt if gt is not None else load_gt(args, log)
     hyps, vis = generate(model, dataset, args, device, tokenizer)
@@ -224,7 +223,7 @@ def eval_caption(model, dataset, args, device, tokenizer, log, tag: str,
         for name, s in report.items():
             if s:
                 log.info("%s: %s", name, ", ".join(f"{k} {v:.4f}" for k, v in s.items()))
-    atomic_write_json(out / f"scores_ep_{tag}.json", report)
+    atomic_write_json(out / f"scores_ep_{tag}.json", dict(report, skipped_items=skipped) if skipped else report)
     refs = {}
     for ann in gt.get("annotations", []):
         refs.setdefault(str(ann["image_id"]), []).append(ann["caption"])
@@ -312,7 +311,7 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
 
     def dataset(subset):
         return build_dataset(args.datatype, task, subset, args.data_path, args.features_path, tokenizer,
-                             args.max_words, size, sampler)
+                             args.max_words, size, sampler, args.skip_missing_images)
 
     eval_subset = "val" if args.select_on_val else "test"
     eval_set = dataset(eval_subset) if is_main_process() else None
@@ -345,12 +344,21 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
     score_name = "R1" if task == "retrieval" else "CIDEr" if "CIDEr" in metric_names else \
         "Bleu_4" if any(m.lower() == "bleu" for m in metric_names) else metric_names[0]
 
+    skipped = len(getattr(eval_set, "skipped", []))
+    if skipped:
+        log.warning("--skip_missing_images: %d scenes of the %s split have no images and are left out (counted as "
+                    "skipped_items in the results)", skipped, eval_subset)
+
     def evaluate(tag):
         if task == "retrieval":
             m = eval_retrieval(model, eval_set, args, device, log)
-            return m, m["R1"]
-        m = eval_caption(model, eval_set, args, device, tokenizer, log, tag, gt)
-        return m, m[score_name] if score_name in m else 0.0
+            score = m["R1"]
+        else:
+            m = eval_caption(model, eval_set, args, device, tokenizer, log, tag, gt, skipped)
+            score = m[score_name] if score_name in m else 0.0
+        if skipped:
+            m["skipped_items"] = skipped
+        return m, score
 
     if not args.do_train:
         open_outputs()
@@ -363,7 +371,7 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
         return metrics
 
     train_sampler = make_sampler(train_set, shuffle=True, seed=0, drop_last=True)
-    loader = DataLoader(train_set, batch_size=per_process, sampler=train_sampler, drop_last=True,
+    loader = ItemLoader(train_set, batch_size=per_process, sampler=train_sampler, drop_last=True,
                         num_workers=args.num_thread_reader, pin_memory=False)
     if len(loader) == 0:
         raise InputError(args.data_path, f"training split smaller than one batch ({per_process} per process)")

@@ -10,11 +10,12 @@ DATATYPES = ("clevr", "spot", "ier")
 
 
 def build_dataset(datatype: str, task: str, subset: str, data_path, features_path, tokenizer, max_words: int,
-                  image_resolution: int, sampler: Sampler | None = None):
-    """Dataset of `datatype` ('clevr'|'spot'|'ier') for `task` ('retrieval'|'caption') and split `subset`."""
+                  image_resolution: int, sampler: Sampler | None = None, skip_missing: bool = False):
+    """Dataset of `datatype` ('clevr'|'spot'|'ier') for `task` ('retrieval'|'caption') and split `subset`;
+    `skip_missing`: CLEVR scenes without images are left out (listed in the dataset's `skipped`)."""
     if datatype == "clevr":
         cls = ClevrRetrieval if task == "retrieval" else ClevrCaption
-        return cls(data_path, subset, tokenizer, max_words, image_resolution, sampler)
+        return cls(data_path, subset, tokenizer, max_words, image_resolution, sampler, skip_missing)
     if datatype == "spot":
         cls = SpotRetrieval if task == "retrieval" else SpotCaption
     elif datatype == "ier":

@@ -30,8 +30,9 @@ def _caption_table(path: Path) -> dict[str, list[str]]:
 class ClevrChange:
     """The files of one CLEVR-Change root (`--data_path`)."""
 
-    def __init__(self, data_path: str | Path):
-        self.root = Path(data_path)
+    def __init__(self, data_path: str | Path, skip_missing: bool = False):
+        self.root, self.skip_missing = Path(data_path), skip_missing
+        self.skipped: dict[str, list[int]] = {}
         for sub in ("images", "sc_images", "nsc_images"):
             if not (self.root / sub).is_dir():
                 raise InputError(self.root / sub, "directory not found (expected the CLEVR-Change layout)")
@@ -52,9 +53,16 @@ class ClevrChange:
                 self._files[int(suffix)] = suffix
 
     def scene_ids(self, subset: str) -> list[str]:
-        """6-digit id strings of a split whose before image exists, in splits.json order."""
+        """6-digit id strings of a split, in splits.json order. A listed scene without its before image is
+        an error; with `skip_missing` it is left out, as the original does, and kept in `skipped[subset]`."""
         if subset not in self.splits:
             raise InputError(self.root / "splits.json", f"split {subset!r} missing", field=subset)
+        missing = [i for i in self.splits[subset] if i not in self._files]
+        if missing and not self.skip_missing:
+            raise InputError(self.root / "images", f"{len(missing)} scenes of the {subset} split have no before image "
+                             f"(e.g. CLEVR_default_{missing[0]:06d}.png); pass --skip_missing_images to leave them "
+                             "out as the original does", field=subset)
+        self.skipped[subset] = missing
         ids = [self._files[i] for i in self.splits[subset] if i in self._files]
         for sid in ids:
             key = f"CLEVR_default_{sid}.png"
@@ -102,11 +110,12 @@ class ClevrRetrieval(Dataset):
     distractor as 'before' with probability 0.5 (spec 3.1)."""
 
     def __init__(self, data_path, subset: str, tokenizer: ClipTokenizer, max_words: int = 32,
-                 image_resolution: int = 224, sampler: Sampler | None = None):
-        self.data = ClevrChange(data_path)
+                 image_resolution: int = 224, sampler: Sampler | None = None, skip_missing: bool = False):
+        self.data = ClevrChange(data_path, skip_missing)
         self.subset, self.tokenizer, self.max_words, self.size = subset, tokenizer, max_words, image_resolution
         self.sampler = sampler or Sampler()
         self.scenes = self.data.scene_ids(subset)
+        self.skipped = self.data.skipped[subset]
         self.items, self.cut_off_points = [], []
         for sid in self.scenes:
             for cap in self.data.change[f"CLEVR_default_{sid}.png"]:
@@ -132,11 +141,12 @@ class ClevrCaption(Dataset):
     """One item per scene: the 14-tuple of spec 3.3 with a sampled change and no-change caption."""
 
     def __init__(self, data_path, subset: str, tokenizer: ClipTokenizer, max_words: int = 32,
-                 image_resolution: int = 224, sampler: Sampler | None = None):
-        self.data = ClevrChange(data_path)
+                 image_resolution: int = 224, sampler: Sampler | None = None, skip_missing: bool = False):
+        self.data = ClevrChange(data_path, skip_missing)
         self.subset, self.tokenizer, self.max_words, self.size = subset, tokenizer, max_words, image_resolution
         self.sampler = sampler or Sampler()
         self.scenes = self.data.scene_ids(subset)
+        self.skipped = self.data.skipped[subset]
         print(f"Image number: {len(self.scenes)}")
         print(f"Total Paire: {len(self.scenes)}")
 

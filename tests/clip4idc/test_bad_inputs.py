@@ -29,6 +29,7 @@ from clip4idc.visualize import main as visualize_main
 
 from .conftest import TINY_FLAGS
 
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")  # TorchScript cases
 DECODER_KEY = "decoder.decoder.layer.0.output.dense.weight"  # original-layout name of a decoder tensor
 
 
@@ -81,6 +82,20 @@ def _tiny_state(stage: str) -> "OrderedDict[str, torch.Tensor]":
     return new_to_original(build_model(load_clip_config("tiny"), decoder, stage).state_dict())
 
 
+def _clevr_copy(syn_root: Path, dest: Path) -> Path:
+    """The synthetic CLEVR root with its own copy of images/ (the other folders linked)."""
+    dest.mkdir()
+    for name in os.listdir(syn_root / "clevr"):
+        src = syn_root / "clevr" / name
+        if name == "images":
+            shutil.copytree(src, dest / name)
+        elif src.is_dir():
+            (dest / name).symlink_to(src)
+        else:
+            shutil.copy(src, dest / name)
+    return dest
+
+
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory, syn_root):
     """Good tiny checkpoints (caption with its config sidecar, retrieval), data roots and two images."""
@@ -102,7 +117,13 @@ def ctx(tmp_path_factory, syn_root):
             shutil.copy(src, empty / name)
     splits = json.loads((syn_root / "clevr" / "splits.json").read_text())
     (empty / "splits.json").write_text(json.dumps(dict(splits, test=[])))
-    return {"root": root, "cap_dir": cap_dir, "cap": cap_dir / "pytorch_model.bin.0", "cap_sd": cap_sd,
+    first_test = f"CLEVR_default_{splits['test'][0]:06d}.png"
+    missing = _clevr_copy(syn_root, root / "clevr_missing_test_image")
+    (missing / "images" / first_test).unlink()
+    unreadable = _clevr_copy(syn_root, root / "clevr_unreadable_test_image")
+    (unreadable / "images" / first_test).unlink()
+    (unreadable / "images" / first_test).write_text("not a PNG")
+    return {"missing_image": missing, "unreadable_image": unreadable, "first_test": first_test,"root": root, "cap_dir": cap_dir, "cap": cap_dir / "pytorch_model.bin.0", "cap_sd": cap_sd,
             "ret": root / "ret.bin", "syn": syn_root, "empty_test": empty,
             "bef": syn_root / "clevr" / "images" / "CLEVR_default_000000.png",
             "aft": syn_root / "clevr" / "sc_images" / "CLEVR_semantic_000000.png"}
@@ -274,6 +295,11 @@ def _case_empty_test_split_retrieval(tmp, ctx, out):
     return retrieval_main, argv, ["splits.json", "field 'test'", "no items"]
 
 
+def _case_missing_test_image(tmp, ctx, out):
+    return caption_main, _caption_eval(ctx, out, ctx["cap"], data=ctx["missing_image"]), [
+        "images", "field 'test'", ctx["first_test"], "--skip_missing_images"]
+
+
 def _case_gt_not_coco(tmp, ctx, out):
     gt_dir = tmp / "gt"
     gt_dir.mkdir()
@@ -339,6 +365,7 @@ CASES = [
     pytest.param(_case_garbage_with_trust, id="garbage_with_trust_checkpoint"),
     pytest.param(_case_empty_test_split, id="empty_test_split_caption"),
     pytest.param(_case_empty_test_split_retrieval, id="empty_test_split_retrieval"),
+    pytest.param(_case_missing_test_image, id="missing_test_image"),
     pytest.param(_case_gt_not_coco, id="gt_not_coco"),
     pytest.param(_case_missing_openai_weights, id="missing_openai_weights"),
     pytest.param(_case_size_config_without_random_flag, id="size_config_without_random_flag"),
@@ -436,3 +463,27 @@ def test_plain_torchscript_archive_still_loads(tmp_path):
     with zipfile.ZipFile(tmp_path / "lin.pt") as archive:
         assert any("code/" in n for n in archive.namelist())
     assert np.isfinite(sd["bias"].numpy()).all()
+
+
+def test_unreadable_test_image_is_one_line_with_loader_workers(tmp_path, ctx, capsys):
+    """An unreadable item is an error, never replaced by another one; with DataLoader workers (the
+    default --num_thread_reader 1) it used to surface as a multi-line RuntimeError. The run found it
+    during evaluation, after opening its outputs: earlier files are kept, log.txt only grows."""
+    out = tmp_path / "out"
+    before = _earlier_run(out)
+    argv = _caption_eval(ctx, out, ctx["cap"], data=ctx["unreadable_image"]) + ["--num_thread_reader", "1"]
+    line = _run_failing(caption_main, argv, capsys)
+    assert ctx["first_test"] in line and "cannot read image" in line, line
+    after = _snapshot(out)
+    assert after["hyp_ep_3.json"] == before["hyp_ep_3.json"] and after["log.txt"].startswith(before["log.txt"])
+    assert "hyp_ep_eval.json" not in after
+
+
+def test_skip_missing_images_restores_the_original_and_counts(tmp_path, ctx):
+    out = tmp_path / "out"
+    argv = _caption_eval(ctx, out, ctx["cap"], "--skip_missing_images", data=ctx["missing_image"])
+    assert caption_main(argv) == 0
+    scores = json.loads((out / "scores_ep_eval.json").read_text())
+    hyps = json.loads((out / "hyp_ep_eval.json").read_text())
+    assert scores["skipped_items"] == 1 and json.loads((out / "eval_metrics.json").read_text())["skipped_items"] == 1
+    assert ctx["first_test"].split("_")[-1] not in {h["image_id"] for h in hyps} and len(hyps) == 2 * 15
