@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import torch
 
-from common.checkpoint import _atomic_write, load_checkpoint_file, load_state_dict_strict
+from common.checkpoint import atomic_write_bytes, load_checkpoint_file, load_state_dict_strict
 from common.errors import InputError
 from common.safe_pickle import load_pickle, torch_load
 
@@ -75,7 +75,7 @@ def load_infos(path: str | Path, trust: bool = False) -> dict:
 def save_pickle(obj: Any, path: str | Path) -> Path:
     """Atomically pickle obj to path (the user's umask applies)."""
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return _atomic_write(path, lambda handle: handle.write(data))
+    return atomic_write_bytes(path, data)
 
 
 def load_optimizer_state(path: str | Path, trust: bool = False) -> dict:

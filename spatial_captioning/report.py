@@ -9,7 +9,6 @@ Output under `out_dir`: `index.html` (overall scores per run, paired t-tests for
 from __future__ import annotations
 
 import html
-import pickle
 import shutil
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -19,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from common.errors import InputError
-from common.safe_pickle import CheckpointError, RestrictedUnpickler, _reraise_nested
+from common.safe_pickle import load_pickle
 
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "CIDEr", "METEOR", "ROUGE_L")
 SPICE_CATEGORIES = ("All", "Object", "Relation", "Attribute", "Color", "Cardinality", "Size")
@@ -54,32 +53,14 @@ def _is_foreign(module: str) -> bool:
     return module == "misc" or module.startswith(_FOREIGN_MODULES)
 
 
-class _ReportUnpickler(RestrictedUnpickler):
-    """common.safe_pickle's allow-list, plus ORT/coco-caption classes mapped to the inert `_Record`."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        return _Record if _is_foreign(module) else super().find_class(module, name)
-
-
-class _TrustedReportUnpickler(pickle.Unpickler):
-    """Full unpickling (--trust_checkpoint); ORT/coco-caption classes still become `_Record` (their code is absent)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        return _Record if _is_foreign(module) else super().find_class(module, name)
+def _report_standins(module: str, name: str) -> type | None:
+    """ORT/coco-caption classes (their code is absent) become the inert `_Record`, trusted or not."""
+    return _Record if _is_foreign(module) else None
 
 
 def read_report_pickle(path: Path, trust: bool = False) -> Any:
     """Unpickle a report pickle; anything outside the allow-list is refused unless `trust`."""
-    with open(path, "rb") as handle:
-        unpickler = (_TrustedReportUnpickler if trust else _ReportUnpickler)(handle, encoding="latin1")
-        unpickler.source = str(path)
-        try:
-            return unpickler.load()
-        except CheckpointError as err:
-            raise _reraise_nested(str(path), err) from None
-        except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError, IndexError, KeyError,
-                ImportError, UnicodeDecodeError) as err:
-            raise InputError(path, f"not a readable report pickle ({type(err).__name__}: {str(err)[:160]})") from None
+    return load_pickle(path, trust=trust, encoding="latin1", standins=_report_standins)
 
 
 def _flatten_scores(scores: dict) -> dict[str, float]:
