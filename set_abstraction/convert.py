@@ -4,6 +4,10 @@ The original saved ``{'epoch', 'state_dict', 'optimizer', 'best_acc1'}`` from an
 model, so every weight key starts with ``module.`` (spec 6). Our parameter names are the original
 ones, so conversion is: strip an optional ``module.`` prefix, check the keys strictly.
 
+``python -m set_abstraction.convert --to_safetensors SRC.pth.tar DST_DIR`` writes the publishable layout
+(config.json + model.safetensors + README.md card) that ``AbstractionEmbeddingModule.from_pretrained``
+reads without unpickling anything.
+
 ``python -m set_abstraction.convert --check-keys tests/fixtures/set_abstraction_state_dict_keys.txt``
 builds the model at the released configuration on the meta device (no real weights), synthesises a
 state dict with the listed shapes for every dataset section of the file, converts and loads it strictly.
@@ -23,6 +27,7 @@ import torch
 from common.checkpoint import load_checkpoint_file, load_state_dict_strict, remap_keys
 from common.errors import InputError, run_cli
 from common.safe_pickle import add_trust_flag
+from common.threads import add_num_threads_flag, apply_num_threads
 from set_abstraction.model import AbstractionEmbeddingModule, SAMConfig
 
 DEFAULT_KEY_FILE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "set_abstraction_state_dict_keys.txt"
@@ -71,6 +76,50 @@ def load_original_weights(model: torch.nn.Module, path: str | Path, trust: bool 
     ckpt = read_original_checkpoint(path, trust)
     load_state_dict_strict(model, convert_state_dict(ckpt["state_dict"]), strict=True, source=path)
     return ckpt
+
+
+def infer_config(state_dict: Mapping[str, Any], source: str | Path) -> SAMConfig:
+    """Model sizes read off a (converted) state dict's shapes; missing keys are one-line errors."""
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in state_dict:
+            raise InputError(source, "missing weight (cannot read the model sizes without it)", field=key)
+        return tuple(state_dict[key].shape)
+
+    max_scale = shape("linear.weight")[1]
+    num_relations = len({k.split(".")[1] for k in state_dict if k.startswith("relations.")})
+    if num_relations < 1:
+        raise InputError(source, "no relation MLP weights", field="relations")
+    bottleneck, last_in = shape(f"relations.{num_relations - 1}.relate.1.weight")
+    if last_in % max_scale:
+        raise InputError(source, f"input width {last_in} is not a multiple of the largest scale {max_scale}",
+                         field=f"relations.{num_relations - 1}.relate.1.weight")
+    in_features = last_in // max_scale
+    scales = []
+    for i in range(num_relations):
+        width = shape(f"relations.{i}.relate.1.weight")[1]
+        if width % in_features:
+            raise InputError(source, f"input width {width} is not a multiple of {in_features}",
+                             field=f"relations.{i}.relate.1.weight")
+        scales.append(width // in_features)
+    out_features = shape("relations.0.relate.3.weight")[0]
+    return SAMConfig(in_features=in_features, out_features=out_features, num_nodes=shape("last_linear.weight")[0],
+                     embedding_dim=shape("embedding_linear.weight")[0], bottleneck_dim=bottleneck, scales=scales)
+
+
+def to_safetensors(src: str | Path, dst: str | Path, trust: bool = False, results: str | Path | None = None,
+                   model_config: str | Path | None = None) -> Path:
+    """An original ``*.pth.tar`` (restricted loader) -> a save_pretrained directory; returns ``dst``."""
+    dst = Path(dst)
+    if (dst.is_dir() and any(dst.iterdir())) or (dst.exists() and not dst.is_dir()):
+        raise InputError(dst, "already exists and is not empty; not overwriting")
+    ckpt = read_original_checkpoint(src, trust=trust)
+    state_dict = convert_state_dict(ckpt["state_dict"])
+    config = SAMConfig.from_json(model_config) if model_config else infer_config(state_dict, src)
+    model = AbstractionEmbeddingModule.from_config(config)
+    load_state_dict_strict(model, state_dict, strict=True, source=src)
+    return model.save_pretrained(dst, metrics_file=results,
+                                 training_data=f"converted from {Path(src).name} (epoch {ckpt['epoch']}, "
+                                               f"best_acc1 {ckpt['best_acc1']})")
 
 
 def parse_key_file(path: str | Path) -> dict[str, dict[str, tuple[int, ...]]]:
@@ -132,16 +181,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="original checkpoint (.pth.tar) to convert")
     p.add_argument("--output", help="where to write the converted weights (.safetensors)")
     p.add_argument("--model_config", default=None,
-                   help="model sizes of --input (name or JSON path); default: released sizes of --dataset")
+                   help="model sizes of --input (name or JSON path); default: released sizes of --dataset "
+                        "(--to_safetensors: read off the checkpoint's shapes)")
+    p.add_argument("--to_safetensors", nargs=2, metavar=("SRC", "DST"), default=None,
+                   help="original checkpoint SRC -> directory DST with config.json, model.safetensors and a model "
+                        "card (AbstractionEmbeddingModule.from_pretrained(DST) reads it without any pickle)")
+    p.add_argument("--results", default=None,
+                   help="with --to_safetensors: a <name>_results.json of test.py whose numbers go into the card")
     add_trust_flag(p)
+    add_num_threads_flag(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """--check-keys FILE, or --input CKPT --output FILE.safetensors."""
     args = build_parser().parse_args(argv)
-    if args.check_keys is None and args.input is None:
-        raise InputError("convert", "pass --check-keys FILE or --input CKPT --output FILE")
+    apply_num_threads(args.num_threads)
+    if args.check_keys is None and args.input is None and args.to_safetensors is None:
+        raise InputError("convert", "pass --check-keys FILE, --input CKPT --output FILE or --to_safetensors SRC DST")
+    if args.to_safetensors is not None:
+        src, dst = args.to_safetensors
+        to_safetensors(src, dst, trust=args.trust_checkpoint, results=args.results, model_config=args.model_config)
+        print(f"converted {src} -> {dst} (config.json, model.safetensors, README.md)")
     if args.check_keys is not None:
         for dataset, summary in check_keys(args.check_keys, args.dataset).items():
             print(f"{dataset}: {summary}")

@@ -20,6 +20,7 @@ from torch import nn
 from common.errors import InputError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+PAPER = "set_abstraction"
 
 
 @dataclass
@@ -152,16 +153,11 @@ class AbstractionRelationModule(nn.Module):
         """[B, n, D] -> [B, P, O]: each subset's feature is the sum of the raw relation outputs of
         all its sub-subsets whose size has an MLP (spec 4.3); P = 2^n - 1 for scales starting at 1."""
         n = x.shape[1]
-        self.output_subsets(n)  # raises for n < smallest scale
-        raw_terms = []
-        for s, relation in zip(self.scales, self.relations):
-            if s > n:
-                break
-            index = torch.tensor(relation_sets(n, s), device=x.device)  # [C, s]
-            raw_terms.append(relation(x[:, index, :]))  # [B, C, O]
-        raw = torch.cat(raw_terms, dim=1)  # [B, R, O]
-        _, include = self._plan(n, tuple(self.scales))
-        return torch.einsum("pr,bro->bpo", include.to(device=raw.device, dtype=raw.dtype), raw)
+        indices, include = _plan_tensors(n, tuple(self.scales), x.device)  # raises for n < smallest scale
+        # One MLP call per subset size, batched over all subsets of that size (the original called the
+        # MLP once per subset): [B, C, s, D] -> [B, C, O].
+        raw = torch.cat([relation(x[:, index, :]) for relation, index in zip(self.relations, indices)], dim=1)
+        return torch.einsum("pr,bro->bpo", include.to(dtype=raw.dtype), raw)  # [B, R, O] -> [B, P, O]
 
     def pooled_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The base class's TRN-style forward (dead in the release): per-scale mean, learned mix -> [B, O]."""
@@ -172,6 +168,26 @@ class AbstractionRelationModule(nn.Module):
             per_scale.append(relation(x[:, index, :]).mean(dim=1))
         stacked = torch.stack(per_scale, dim=-1)  # [B, O, S]
         return F.linear(stacked, self.linear.weight[:, : stacked.shape[-1]], self.linear.bias).squeeze(-1)
+
+
+@torch.compiler.disable
+def _plan_tensors(n: int, scales: tuple[int, ...], device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Index tensors [C, s] of each used scale and the inclusion matrix [P, R] on ``device`` (cached).
+
+    Kept out of torch.compile's tracing: these are constants of (n, scales), built once in Python.
+    """
+    key = (n, scales, str(device))
+    if key not in _PLAN_CACHE:
+        valid = [s for s in scales if s <= n]
+        if not valid:
+            # Spec 9.9 (F): the original fell into a broken path here.
+            raise ValueError(f"a set of {n} item(s) is smaller than the smallest scale {scales[0]}")
+        _, include = AbstractionRelationModule._plan(n, scales)
+        _PLAN_CACHE[key] = ([torch.tensor(relation_sets(n, s), device=device) for s in valid], include.to(device))
+    return _PLAN_CACHE[key]
+
+
+_PLAN_CACHE: dict[tuple, tuple[list[torch.Tensor], torch.Tensor]] = {}
 
 
 class AbstractionEmbeddingModule(AbstractionRelationModule):
@@ -190,6 +206,46 @@ class AbstractionEmbeddingModule(AbstractionRelationModule):
         """Build from a SAMConfig."""
         return cls(config.in_features, config.out_features, config.num_nodes, config.embedding_dim,
                    config.bottleneck_dim, list(config.scales))
+
+    def config(self) -> SAMConfig:
+        """The sizes that rebuild this model."""
+        return SAMConfig(self.in_features, self.out_features, self.num_nodes, self.embedding_dim,
+                         self.relations[0].relate[1].out_features, list(self.scales))
+
+    def save_pretrained(self, directory: str | Path, metrics_file: str | Path | None = None,
+                        training_data: str = "not recorded") -> Path:
+        """config.json + model.safetensors + README.md card (metrics from a run's _results.json when given)."""
+        from common.pretrained import save_pretrained
+
+        card = {"title": f"Set Abstraction Module ({self.name}, {self.num_nodes} nodes)",
+                "paper": "Andonian et al., We have so much in common: Modeling semantic relational set "
+                         "abstractions in videos (ECCV 2020)",
+                "task": "set abstraction, set completion and odd-one-out over sets of video features",
+                "training_data": training_data,
+                "how_to_load": "from set_abstraction.model import AbstractionEmbeddingModule\n"
+                               "model = AbstractionEmbeddingModule.from_pretrained(DIR)"}
+        if metrics_file is not None:
+            card["metrics"] = results_metrics(metrics_file)
+            card["metrics_source"] = str(metrics_file)
+        return save_pretrained(self, directory, paper=PAPER, architecture=type(self).__name__,
+                               config=self.config().to_dict(), card=card)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "AbstractionEmbeddingModule":
+        """Rebuild and strictly load a save_pretrained directory (no pickle is read)."""
+        from common.pretrained import CONFIG_NAME, load_into, read_pretrained
+
+        config, state_dict = read_pretrained(directory, paper=PAPER)
+        sizes = {k: v for k, v in config.items() if k not in ("paper", "architecture", "layout_version")}
+        path = Path(directory) / CONFIG_NAME
+        if config.get("architecture") != cls.__name__:
+            raise InputError(path, f"holds a {config.get('architecture')!r}, not {cls.__name__}", field="architecture")
+        known = {f.name for f in dataclasses.fields(SAMConfig)}
+        for key in sizes:
+            if key not in known:
+                raise InputError(path, f"unknown key (known: {', '.join(sorted(known))})", field=key)
+        model = cls.from_config(SAMConfig(**sizes))
+        return load_into(model, state_dict, source=Path(directory) / "model.safetensors")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, n, D] -> (embeddings [B, P, E], node logits [B, num_nodes, P])."""
@@ -217,6 +273,32 @@ class AbstractionEmbeddingModule(AbstractionRelationModule):
         abstraction = emb[:, n:].mean(dim=1, keepdim=True)
         dist = cosine_distance(abstraction, emb[:, :n])
         return dist, dist.argsort(dim=1)
+
+
+def results_metrics(path: str | Path) -> dict[str, float]:
+    """The headline numbers of a ``<name>_results.json`` (test.py / train.py --evaluate) for a model card."""
+    path = Path(path)
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "results file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(path, f"invalid JSON ({err})") from None
+    if not isinstance(results, dict):
+        raise InputError(path, "expected the JSON object test.py writes")
+    metrics = {}
+    for section, key, name in (("abstraction", "top1@abstr", "abstraction top-1 (%)"),
+                               ("abstraction", "top5@abstr", "abstraction top-5 (%)"),
+                               ("set_completion", "overall", "set completion Spearman")):
+        value = results.get(section, {}).get(key) if isinstance(results.get(section), dict) else None
+        if not isinstance(value, (int, float)):
+            raise InputError(path, "missing or not a number (expected test.py's results file)",
+                             field=f"{section}.{key}")
+        metrics[name] = float(value)
+    for size, record in sorted((results.get("odd_one_out") or {}).items()):
+        if isinstance(record, dict) and isinstance(record.get("top1"), (int, float)):
+            metrics[f"odd-one-out top-1, N={size} (%)"] = float(record["top1"])
+    return metrics
 
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor, dim: int = -1) -> torch.Tensor:

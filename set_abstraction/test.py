@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from common.distributed import cleanup, init_distributed
 from common.errors import run_cli
+from common.threads import apply_num_threads
 from set_abstraction import cfg
 from set_abstraction.experiment import AbstractionEmbedding
 
@@ -17,6 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags and run the three evaluation tasks (test.py always evaluates)."""
     args = cfg.parse_args(argv, prog="test.py", description=__doc__, mode="test")
     args.evaluate = True
+    apply_num_threads(args.num_threads)
     info = init_distributed(device=args.device)
     try:
         AbstractionEmbedding(args, info, mode="test").evaluate()

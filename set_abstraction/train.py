@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from common.distributed import cleanup, init_distributed
 from common.errors import run_cli
+from common.threads import apply_num_threads
 from set_abstraction import cfg
 from set_abstraction.experiment import AbstractionEmbedding
 
@@ -16,6 +17,7 @@ from set_abstraction.experiment import AbstractionEmbedding
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, then train (or, with --evaluate, run the three test tasks)."""
     args = cfg.parse_args(argv, prog="train.py", description=__doc__)
+    apply_num_threads(args.num_threads)
     info = init_distributed(device=args.device)
     try:
         experiment = AbstractionEmbedding(args, info, mode="train")
