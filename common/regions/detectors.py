@@ -101,7 +101,7 @@ class Detectron2C4(nn.Module):
         """(N, 2048) features of (N, 4) boxes given in the coordinates of the (1, 3, H, W) normalised input."""
         fmap = self.backbone(image)
         pooled = roi_align(fmap, boxes, self.cfg.pooler_resolution, 1.0 / FEATURE_STRIDE)
-        return self.roi_heads.res5(pooled).mean(dim=(2, 3))
+        return self.roi_heads.res5(pooled.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3))
 
 
 class BottomUpC4(nn.Module):
@@ -156,7 +156,7 @@ class BottomUpC4(nn.Module):
         """(pooled 2048-d features, class probabilities, attribute probabilities) of the proposals."""
         cfg, pred = self.cfg, self.roi_heads.box_predictor
         pooled = roi_pool(fmap, proposals, cfg.pooler_resolution, 1.0 / FEATURE_STRIDE)
-        feats = self.roi_heads.res5(pooled).mean(dim=(2, 3))
+        feats = self.roi_heads.res5(pooled.contiguous(memory_format=torch.channels_last)).mean(dim=(2, 3))
         logits = pred.cls_score(feats)
         hidden = pred.attr_linear1(torch.cat([feats, pred.cls_embed(logits.argmax(1))], 1))
         attrs = F.softmax(pred.attr_linear2(F.relu(hidden)).float(), dim=-1)
