@@ -5,7 +5,11 @@ The layouts share every parameter name; the original additionally saved the caus
 ``lm_head.weight`` is tied to ``transformer.wte.weight`` in both.
 
     python -m visualcomet.convert --check-keys tests/fixtures/visualcomet_state_dict_keys.txt
-    python -m visualcomet.convert --src experiments/image-inference-80000-ckpt/pytorch_model.bin --dst out_dir
+    python -m visualcomet.convert --to_safetensors experiments/image-inference-80000-ckpt out_dir
+
+``--to_safetensors SRC DST`` (alias ``--src SRC --dst DST``) reads the released ``pytorch_model.bin`` once with the
+restricted loader and writes DST = config.json + model.safetensors + README.md model card (+ the tokenizer files when
+SRC's directory has them); ``VisualCometLMHead.from_pretrained(DST)`` then loads it without any pickle.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import torch
 from common.checkpoint import compare_keys, load_checkpoint_file, load_state_dict_strict, remap_keys
 from common.errors import InputError, run_cli
 from common.safe_pickle import add_trust_flag
+from common.threads import add_num_threads_flag, apply_num_threads
 
 DEFAULT_KEYS_FILE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "visualcomet_state_dict_keys.txt"
 DROPPED = (r"^transformer\.h\.\d+\.attn\.bias$", r"^transformer\.h\.\d+\.attn\.masked_bias$")
@@ -112,11 +117,20 @@ def check_keys(keys: dict[str, tuple[int, ...]]) -> tuple[int, int]:
 
 
 def convert_file(src: str | Path, dst: str | Path, trust: bool = False) -> Path:
-    """Convert a released pytorch_model.bin (with its directory's config) into ``dst`` via save_pretrained."""
+    """Convert a released pytorch_model.bin (with its directory's config) into ``dst`` via save_pretrained.
+
+    ``dst`` must not hold a model already (nothing written there is replaced); it is created only once the source
+    has been read and loaded strictly.
+    """
     from visualcomet.model import VisualCometLMHead, load_config, save_pretrained
     from visualcomet.tokenization import VisualCometTokenizer
 
-    src = Path(src)
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise InputError(src, "not found (give the released checkpoint directory or its pytorch_model.bin)")
+    taken = [f for f in ("config.json", "model.safetensors", "pytorch_model.bin") if (dst / f).exists()]
+    if taken:
+        raise InputError(dst / taken[0], "exists: choose an empty output directory")
     directory = src if src.is_dir() else src.parent
     weights = src if src.is_file() else directory / "pytorch_model.bin"
     config = load_config(directory)
@@ -132,12 +146,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check-keys", nargs="?", const=str(DEFAULT_KEYS_FILE), default=None, metavar="FILE",
                         help="key file (name<TAB>[shape] lines) of the original checkpoint; checks every section and "
                              "the documented --use_bbox / --no_subject_ids variants")
-    parser.add_argument("--src", help="original pytorch_model.bin (or its directory, with config.json)")
-    parser.add_argument("--dst", help="output directory for the converted model")
+    parser.add_argument("--to_safetensors", nargs=2, metavar=("SRC", "DST"), default=None,
+                        help="released checkpoint directory (or its pytorch_model.bin) -> DST with config.json, "
+                             "model.safetensors and a README.md model card")
+    parser.add_argument("--src", help="same as the first --to_safetensors argument")
+    parser.add_argument("--dst", help="same as the second --to_safetensors argument")
     add_trust_flag(parser)
+    add_num_threads_flag(parser)
     args = parser.parse_args(argv)
+    apply_num_threads(args.num_threads)
+    if args.to_safetensors:
+        args.src, args.dst = args.to_safetensors
     if args.check_keys is None and not (args.src and args.dst):
-        parser.error("give --check-keys FILE or both --src and --dst")
+        parser.error("give --check-keys FILE, --to_safetensors SRC DST, or both --src and --dst")
     if args.check_keys is not None:
         failed = False
         for i, section in enumerate(parse_key_file(args.check_keys)):

@@ -22,7 +22,8 @@ from transformers.cache_utils import Cache
 from common.errors import InputError
 
 log = logging.getLogger("visualcomet.model")
-WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # a directory holding both reads the first
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 VC_CONFIG_KEYS = ("max_event", "max_place", "max_inference", "use_person_ids", "use_subject_ids", "use_bbox")
 
 
@@ -45,8 +46,9 @@ class VisualDetector(nn.Module):
         self.obj_downsample = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, n_embd), nn.ReLU())
         if use_bbox:
             self.bbox_upsample = nn.Sequential(nn.Dropout(dropout), nn.Linear(4, n_embd), nn.ReLU())
-        # Created but never used in forward by the original (kept so its checkpoint loads strictly).
-        self.regularizing_predictor = nn.Linear(feature_dim, 91)
+        # Created but never used in forward by the original (kept so its checkpoint loads strictly); frozen, so that
+        # DDP need not search for unused parameters (it never had a gradient, so nothing changes).
+        self.regularizing_predictor = nn.Linear(feature_dim, 91).requires_grad_(False)
         self.ln_f = nn.LayerNorm(n_embd, eps=1e-12)
         self.use_bbox = use_bbox
 
@@ -72,6 +74,18 @@ class VisualCometLMHead(GPT2LMHeadModel):
             self._init_visual(self.transformer.subject_embed)
         # Pitfall 5 (O): the original zero-fills unused slots up to the batch maximum; False keeps wte[<eot>].
         self.zero_fill_visual_slots = True
+
+    def save_pretrained(self, save_directory: str | os.PathLike, metrics_file: str | os.PathLike | None = None,
+                        tokenizer=None, training_args: dict | None = None, **_: Any) -> Path:
+        """config.json + model.safetensors + README.md model card (metrics from ``metrics_file``); see module."""
+        return save_pretrained(self, save_directory, tokenizer, training_args, metrics_file)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, trust: bool = False, partial: bool = False,
+                        **_: Any) -> "VisualCometLMHead":
+        """The model of a ``save_pretrained`` directory (or a released 2.4.1 one), in eval mode."""
+        model, _ = load_pretrained(directory, trust=trust, require_weights=True, partial=partial)
+        return model.eval()
 
     @property
     def feature_dim(self) -> int:
@@ -177,24 +191,63 @@ def load_config(directory: str | os.PathLike) -> GPT2Config:
     except json.JSONDecodeError as err:
         raise InputError(path, f"not valid JSON: {err}") from None
     # 2.4.1 keys with no meaning here (and defaults that conflict with 5.x validation).
-    for k in ("eos_token_ids", "bos_token_id", "eos_token_id", "pad_token_id", "architectures"):
+    if raw.get("paper", PAPER) != PAPER:
+        raise InputError(path, f"holds a {raw['paper']!r} model, not a VisualCOMET one", field="paper")
+    for k in ("eos_token_ids", "bos_token_id", "eos_token_id", "pad_token_id", "architectures") + PUBLISHED_KEYS:
         raw.pop(k, None)
     raw.setdefault("feature_dim", 2048)
     return GPT2Config(**{**raw, "bos_token_id": None, "eos_token_id": None})
 
 
+PAPER = "visualcomet"
+ARCHITECTURE = "GPT2VisionAttentiveLMHead"
+PUBLISHED_KEYS = ("paper", "architecture", "layout_version")
+CARD = {
+    "paper": "VisualCOMET: Reasoning about the Dynamic Context of a Still Image (Park et al., ECCV 2020)",
+    "task": "commonsense inference generation (intent / before / after) from an image, an event and a place",
+    "how_to_load": "from visualcomet.model import VisualCometLMHead\n"
+                   "from visualcomet.tokenization import VisualCometTokenizer\n"
+                   "model = VisualCometLMHead.from_pretrained(DIR)\n"
+                   "tokenizer = VisualCometTokenizer.from_pretrained(DIR)",
+}
+
+
+def card_metrics(metrics_file: str | os.PathLike) -> dict[str, float]:
+    """The numeric top-level values of a results JSON (metrics.json, *.evaluate.json, *_rank_*.json)."""
+    path = Path(metrics_file)
+    if not path.is_file():
+        raise InputError(path, "results file for the model card not found")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"not valid JSON: {err}") from None
+    if not isinstance(raw, dict):
+        raise InputError(path, "expected a JSON object of results")
+    return {k: v for k, v in raw.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def save_pretrained(model: VisualCometLMHead, directory: str | os.PathLike, tokenizer=None,
-                    training_args: dict | None = None) -> Path:
-    """Write config.json + pytorch_model.bin (flat, original key layout incl. the tied lm_head) [+ tokenizer]."""
-    from common.checkpoint import atomic_torch_save, atomic_write_text
+                    training_args: dict | None = None, metrics_file: str | os.PathLike | None = None) -> Path:
+    """Write config.json + model.safetensors + README.md (model card) [+ tokenizer, training_args.json].
+
+    The publishable layout of ``common.pretrained``: loading it runs no pickle. The card's metrics come from
+    ``metrics_file`` (a results JSON of this package) when given. ``load_pretrained`` still reads the original's
+    ``pytorch_model.bin`` directories.
+    """
+    from common import pretrained
+    from common.checkpoint import atomic_write_text
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    cfg = model.config.to_dict()
-    cfg["architectures"] = ["GPT2VisionAttentiveLMHead"]
-    atomic_write_text(directory / "config.json", json.dumps(cfg, indent=2, sort_keys=True, default=str))
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # lm_head keeps sharing wte's storage
-    atomic_torch_save(state, directory / "pytorch_model.bin")
+    config = {k: v for k, v in json.loads(model.config.to_json_string(use_diff=False)).items()
+              if k not in PUBLISHED_KEYS + ("architectures", "_name_or_path")}
+    card = dict(CARD)
+    if training_args is not None:
+        card["training_data"] = f"VisualCOMET annotations in {training_args.get('data_dir', '?')} " \
+                                f"(mode {training_args.get('mode', 'inference')})"
+    if metrics_file is not None:
+        card["metrics"] = card_metrics(metrics_file)
+        card["metrics_source"] = Path(metrics_file).name
+    pretrained.save_pretrained(model, directory, paper=PAPER, architecture=ARCHITECTURE, config=config, card=card)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
     if training_args is not None:
@@ -216,6 +269,14 @@ def resolve_model_dir(name: str | os.PathLike) -> Path:
                                                                   "model.safetensors"]))
     except Exception as err:  # offline, unknown id, ...: one clear line instead of a hub traceback
         raise InputError(name, f"not a local directory and not fetchable from the Hugging Face hub ({err})") from err
+
+
+def _is_published(directory: Path) -> bool:
+    """Whether config.json was written by ``save_pretrained`` (it names the paper)."""
+    try:
+        return "paper" in json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def load_pretrained(directory: str | os.PathLike, config_name: str | None = None, trust: bool = False,
@@ -245,7 +306,14 @@ def load_pretrained(directory: str | os.PathLike, config_name: str | None = None
         if vocab_size is not None:
             config.vocab_size = vocab_size
         return VisualCometLMHead(config), False
-    state = read_weights(weights, trust=trust)
+    if weights.name == "model.safetensors" and _is_published(directory):
+        from common.pretrained import read_pretrained
+
+        _, state = read_pretrained(directory, paper=PAPER)  # no pickle on this path
+        if "transformer.wte.weight" not in state and "lm_head.weight" in state:  # the tied pair is stored once
+            state["transformer.wte.weight"] = state["lm_head.weight"]
+    else:
+        state = read_weights(weights, trust=trust)
     if state and not any(k.startswith("transformer.") for k in state):
         state = {("transformer." + k if k != "lm_head.weight" else k): v for k, v in state.items()}
     state = convert_state_dict(state, config)

@@ -18,6 +18,7 @@ from common.checkpoint import CheckpointManager, atomic_write_json
 from common.distributed import (all_reduce_mean, barrier, cleanup, get_logger, init_distributed, make_sampler,
                                 progress, seed_everything, wrap_model)
 from common.errors import InputError
+from common.experiment_log import ExperimentLog
 from visualcomet import data as vdata
 from visualcomet.model import VisualCometLMHead, load_pretrained, save_pretrained
 from visualcomet.optim import OriginalAdamW
@@ -66,10 +67,18 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 def autocast(args: argparse.Namespace, device: torch.device) -> contextlib.AbstractContextManager:
-    """fp16/bf16 autocast on CUDA (the original's apex O1 became torch AMP); a no-op otherwise."""
+    """--fp16 (CUDA) / --bf16 (CUDA or CPU) autocast (the original's apex O1 became torch AMP); else a no-op."""
     if args.fp16 or args.bf16:
-        return torch.autocast("cuda", dtype=torch.float16 if args.fp16 else torch.bfloat16)
+        return torch.autocast(device.type, dtype=torch.float16 if args.fp16 else torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def check_fast_paths(args: argparse.Namespace, device: torch.device) -> None:
+    """Refuse precision flags the device cannot run (before anything is written)."""
+    if args.fp16 and args.bf16:
+        raise InputError("--fp16", "choose one of --fp16 and --bf16")
+    if args.fp16 and device.type != "cuda":
+        raise InputError("--fp16", "float16 autocast with grad scaling needs a CUDA device; use --bf16 on CPU")
 
 
 @torch.no_grad()
@@ -112,9 +121,10 @@ def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.o
          "weight_decay": args.weight_decay},
         {"params": [p for n, p in model.named_parameters() if any(nd in n for nd in no_decay)], "weight_decay": 0.0},
     ]
-    if args.adamw == "torch":
-        return torch.optim.AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon)
-    return OriginalAdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon)
+    cuda = next(model.parameters()).device.type == "cuda"
+    if args.adamw == "torch":  # fused kernels on CUDA
+        return torch.optim.AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon, fused=cuda or None)
+    return OriginalAdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon, foreach=not args.adamw_loop)
 
 
 def check_output_dir(args: argparse.Namespace) -> None:
@@ -132,11 +142,10 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
     """
     t0 = time.time()
     check_output_dir(args)
-    if (args.fp16 or args.bf16) and not torch.cuda.is_available():
-        raise InputError("--fp16/--bf16", "mixed precision needs a CUDA device (the original used apex on GPU)")
     info = init_distributed(device="cpu" if args.no_cuda else None)
     get_logger("visualcomet.train")
     device = info.device
+    check_fast_paths(args, device)
     seed_everything(args.seed)
     out_dir = Path(args.output_dir)
     eval_dir = Path(args.eval_output_dir or args.output_dir)
@@ -158,6 +167,7 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
     log.info("max_image, max_event, max_place, max_inference: %d %d %d %d", vdata.MAX_IMAGE, layout.max_event,
              layout.max_place, layout.max_inference)
     model = build_model(args, tokenizer, layout).to(device)
+    model.set_attn_implementation(args.attn_implementation)
     make_ds = lambda s: vdata.VCGDataset(splits[s][2], splits[s][0], splits[s][1], tokenizer, paths,  # noqa: E731
                                          include_image=not args.no_image, use_all_dets=args.use_all_dets,
                                          feature_dim=model.feature_dim)
@@ -182,7 +192,12 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
             d.mkdir(parents=True, exist_ok=True)
     barrier()
     scaler = torch.amp.GradScaler("cuda") if args.fp16 else None
-    ddp_model = wrap_model(model, info, find_unused_parameters=True)
+    # Every parameter gets a gradient except the visual path of a text-only model (regularizing_predictor is
+    # frozen: the original never used it), so DDP searches for unused parameters only with --no_image.
+    ddp_model = wrap_model(model, info, find_unused_parameters=bool(args.no_image))
+    if args.compile:
+        ddp_model = torch.compile(ddp_model)
+    experiment = ExperimentLog(out_dir, report_to=args.report_to, config=vars(args), enabled=info.is_main)
     sampler = make_sampler(train_ds, shuffle=True, seed=args.seed, drop_last=True)
     manager = CheckpointManager(out_dir / "resume", keep_last=1)
 
@@ -214,6 +229,8 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
             with open(log_file, "a") as f:
                 f.write(json.dumps({"step": global_step, "epoch": epoch, "eval_loss": res["loss"],
                                     "eval_perplexity": res["perplexity"]}) + "\n")
+            experiment.log({"loss": res["loss"], "perplexity": res["perplexity"]}, step=global_step, epoch=epoch,
+                           split="val")
 
     running, running_n, done = 0.0, 0, global_step >= t_total
     bar = progress(total=t_total, initial=global_step, desc="train")
@@ -250,6 +267,7 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
                     with open(log_file, "a") as f:
                         f.write(json.dumps({"step": global_step, "epoch": epoch, "loss": mean,
                                             "lr": scheduler.get_last_lr()[0]}) + "\n")
+                    experiment.log({"loss": mean, "lr": scheduler.get_last_lr()[0]}, step=global_step, epoch=epoch)
                 bar.set_postfix(loss=f"{mean:.3f}")
                 running, running_n = 0.0, 0
             if args.save_steps > 0 and global_step % args.save_steps == 0:
@@ -258,6 +276,7 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
                              epoch=epoch, extra={"batch_in_epoch": b_idx + 1})
             if _stop_after is not None and global_step >= _stop_after:
                 bar.close()
+                experiment.close()
                 return {"stopped_at": global_step}
             # Pitfall 16 (F): exactly --max_steps optimizer steps (the original ran one more).
             if global_step >= t_total:
@@ -267,7 +286,8 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
     log.info(" global_step = %d, average loss = %s", global_step, running / max(1, running_n))
     result: dict[str, Any] = {"global_step": global_step}
     if info.is_main:
-        save_pretrained(model, out_dir, tokenizer, training_args)
+        metrics_file = eval_dir / "metrics.json"
+        save_pretrained(model, out_dir, tokenizer, training_args, metrics_file if metrics_file.is_file() else None)
     if info.is_main and args.do_eval:
         final, _ = load_pretrained(out_dir, require_weights=True, trust=args.trust_checkpoint)
         final.to(device)
@@ -277,6 +297,8 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
         log.info("  perplexity = %s", res["perplexity"])
         update_metrics(eval_dir / "metrics.json", {f"perplexity_{args.mode}": res["perplexity"],
                                                    f"loss_{args.mode}": res["loss"]})
+        experiment.log({"loss": res["loss"], "perplexity": res["perplexity"]}, step=global_step, split="val")
+        save_pretrained(model, out_dir, tokenizer, training_args, eval_dir / "metrics.json")  # card: final metrics
         if args.eval_all_checkpoints:
             for ckpt in sorted(out_dir.glob("checkpoint-*")):
                 m, _ = load_pretrained(ckpt, require_weights=True, trust=args.trust_checkpoint)
@@ -286,6 +308,7 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
                                                            f"loss_{suffix}_{args.mode}": r["loss"]})
         result.update(res)
     result["seconds"] = time.time() - t0
+    experiment.close()
     barrier()
     cleanup()
     return result

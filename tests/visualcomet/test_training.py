@@ -18,7 +18,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _weights(d: Path) -> dict[str, torch.Tensor]:
-    return torch.load(d / "pytorch_model.bin", weights_only=True)
+    from visualcomet.model import VisualCometLMHead
+
+    # the final directory is the publishable model.safetensors layout (issue 16); it stores the tied wte once
+    return VisualCometLMHead.from_pretrained(d).state_dict()
 
 
 def test_kill_and_resume_is_bit_identical(vc_data, vc_train_argv, tmp_path):
@@ -56,7 +59,7 @@ def test_torchrun_two_processes_cpu(vc_data, vc_train_argv, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["perplexity_inference"] > 1.0 and "perplexity_0_2" in metrics
-    assert (out / "pytorch_model.bin").is_file() and (out / "checkpoint-2" / "config.json").is_file()
+    assert (out / "model.safetensors").is_file() and (out / "checkpoint-2" / "config.json").is_file()
     assert (out / "resume" / "step_00000002").is_dir()  # resumable state written once, by rank 0
 
 

@@ -11,7 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from common.errors import InputError, run_cli
+from common.experiment_log import add_report_to_flag
 from common.safe_pickle import add_trust_flag
+from common.threads import add_num_threads_flag, apply_num_threads
 
 UNUSED = "accepted for compatibility; the original never read it"
 
@@ -35,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_dir", required=True, help="directory with {train,val,test}_annots.json (no trailing / needed)")
     p.add_argument("--output_dir", required=True, help="checkpoints, final model and training log")
     p.add_argument("--eval_output_dir", default=None, help="where metrics.json goes (default: --output_dir)")
-    p.add_argument("--tb_dir", default=None, help="where the per-step metrics log train_log.jsonl goes (default: "
-                                                  "--output_dir; replaces the original's TensorBoard dir)")
+    p.add_argument("--tb_dir", default=None, help="where the per-step log train_log.jsonl goes (default: "
+                                                  "--output_dir); the common metrics.jsonl (and --report_to "
+                                                  "tensorboard event files) go to --output_dir")
     p.add_argument("--vcr_images_dir", default=None, help="VCR vcr1images/ root holding the metadata JSONs "
                    "(default: $VCR_IMAGES_DIR, else <data_dir>/vcr1images)")
     p.add_argument("--vcr_features_dir", default=None, help="directory of <image_id>.pkl feature pickles "
@@ -91,7 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache_postfix", default=None, help="appended to the cache file name")
     p.add_argument("--seed", type=int, default=42, help="random seed")
     p.add_argument("--fp16", action="store_true", help="float16 autocast + grad scaling on CUDA")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CUDA")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA or CPU); off = fp32 as the original")
+    p.add_argument("--attn_implementation", default="sdpa", choices=["sdpa", "eager"],
+                   help="GPT-2 attention: 'sdpa' (torch's fused scaled_dot_product_attention, default) or 'eager' "
+                        "(the matmul-softmax-matmul of the original; same results within float rounding)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model for training (off by default; the "
+                                                          "first steps are slow while it compiles)")
+    p.add_argument("--adamw_loop", action="store_true",
+                   help="with --adamw original: update parameter by parameter like 2.4.1 instead of the "
+                        "multi-tensor (foreach) version (bit-identical, slower)")
     p.add_argument("--fp16_opt_level", default="O1", help="apex level; only O1 (= torch autocast) is supported")
     p.add_argument("--local_rank", type=int, default=-1, help="ignored: launch with torchrun, which sets LOCAL_RANK")
     p.add_argument("--server_ip", default="", help="refused when set: ptvsd remote debugging was removed")
@@ -102,12 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load a checkpoint that lacks some keys (logged; they keep a fresh initialisation), as the "
                         "original's non-strict from_pretrained did; without it a missing key is an error")
     add_trust_flag(p)
+    add_num_threads_flag(p)
+    add_report_to_flag(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the flags, refuse the unsupported ones, train."""
     args = build_parser().parse_args(argv)
+    apply_num_threads(args.num_threads)
     if args.model_type != "gpt2_vc":
         raise InputError("--model_type", f"only gpt2_vc exists, got {args.model_type!r}")
     if args.use_obj_loss:
