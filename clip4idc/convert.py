@@ -8,7 +8,6 @@ and loads it strictly, for the retrieval stage (the 307 `clip.*` keys) and the c
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import zipfile
@@ -16,10 +15,10 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors
 
-from common.checkpoint import (KeyReport, atomic_torch_save, extract_state_dict, load_checkpoint_file,
-                               load_state_dict_strict)
+from common.checkpoint import (KeyReport, atomic_torch_save, atomic_write_bytes, extract_state_dict,
+                               load_checkpoint_file, load_state_dict_strict)
 from common.errors import InputError, run_cli
 from common.safe_pickle import CheckpointReadError, UnsafePickleError, add_trust_flag
 
@@ -284,15 +283,7 @@ def save_state_dict(state_dict: dict, path: str | Path) -> Path:
     """Write a state dict to `path` (.safetensors, else torch.save) through a temporary file and a rename."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        tensors = {k: v.contiguous().clone() for k, v in state_dict.items()}
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            save_file(tensors, str(tmp))
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_bytes(path, save_safetensors({k: v.contiguous().clone() for k, v in state_dict.items()}))
     return atomic_torch_save(OrderedDict(state_dict), path)
 
 

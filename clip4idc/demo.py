@@ -24,7 +24,8 @@ from clip4idc.synthetic import GENERATOR_VERSION, VERSION_FILE, caption_type, wr
 from clip4idc.sysmem import keep_freed_memory
 from clip4idc.train import run
 
-TINY = ["--pretrained_clip_name", "tiny", "--random_clip_weights", "--decoder_model", "decoder-tiny", "--intra_num_hidden_layers", "2",
+TINY = ["--pretrained_clip_name", "tiny", "--random_clip_weights", "--decoder_model", "decoder-tiny",
+        "--intra_num_hidden_layers", "2",
         "--max_words", "10", "--freeze_layer_num", "-1", "--num_thread_reader", "0", "--datatype", "clevr",
         "--coef_lr", "1", "--batch_size_val", "128"]
 

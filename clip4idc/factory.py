@@ -208,7 +208,8 @@ def model_from_checkpoint(path: str | Path, trust: bool = False, intra_layers: i
         try:
             clip_cfg = infer_clip_config(sd, intra_layers if intra_layers is not None else 9, "2d")
         except KeyError as err:
-            raise CheckpointKeyError(path, "not a CLIP4IDC state dict (tensor missing)", field=str(err.args[0])) from None
+            raise CheckpointKeyError(path, "not a CLIP4IDC state dict (tensor missing)",
+                                     field=str(err.args[0])) from None
         decoder_cfg = load_decoder_config(decoder_model or "decoder-base")
         max_words = 32
     if decoder_model is not None and side is not None and side.get("decoder") is None:

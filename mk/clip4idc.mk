@@ -12,8 +12,8 @@ C4I_RUN ?= runs/clip4idc
 C4I_EPOCHS_RET ?= 7
 C4I_EPOCHS_CAP ?= 4
 C4I_CAPTION_FLAGS ?= --coef_lr 0.01 --batch_size 8
-C4I_MODEL_FLAGS ?= --pretrained_clip_name tiny --random_clip_weights --decoder_model decoder-tiny --intra_num_hidden_layers 2 \
-	--max_words 10 --freeze_layer_num -1 --coef_lr 1 --lr 1e-3 --batch_size 16 --batch_size_val 128 \
+C4I_MODEL_FLAGS ?= --pretrained_clip_name tiny --random_clip_weights --decoder_model decoder-tiny \
+	--intra_num_hidden_layers 2 --max_words 10 --freeze_layer_num -1 --coef_lr 1 --lr 1e-3 --batch_size 16 --batch_size_val 128 \
 	--num_thread_reader 0 --n_display 50
 C4I_RET_CKPT = $(C4I_RUN)/retrieval/pytorch_model.bin.$(shell echo $$(($(C4I_EPOCHS_RET)-1)))
 C4I_CAP_CKPT = $(C4I_RUN)/caption/pytorch_model.bin.$(shell echo $$(($(C4I_EPOCHS_CAP)-1)))

@@ -31,7 +31,8 @@ def tiny_caption_model():
     return build_model(load_clip_config("tiny"), load_decoder_config("decoder-tiny"), "caption").eval()
 
 
-TINY_FLAGS = ["--pretrained_clip_name", "tiny", "--random_clip_weights", "--decoder_model", "decoder-tiny", "--intra_num_hidden_layers", "2",
+TINY_FLAGS = ["--pretrained_clip_name", "tiny", "--random_clip_weights", "--decoder_model", "decoder-tiny",
+              "--intra_num_hidden_layers", "2",
               "--max_words", "10", "--freeze_layer_num", "-1", "--num_thread_reader", "0", "--datatype", "clevr",
               "--coef_lr", "1", "--lr", "1e-3", "--batch_size_val", "64", "--n_display", "1"]
 

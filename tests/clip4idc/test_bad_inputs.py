@@ -123,7 +123,8 @@ def ctx(tmp_path_factory, syn_root):
     unreadable = _clevr_copy(syn_root, root / "clevr_unreadable_test_image")
     (unreadable / "images" / first_test).unlink()
     (unreadable / "images" / first_test).write_text("not a PNG")
-    return {"missing_image": missing, "unreadable_image": unreadable, "first_test": first_test,"root": root, "cap_dir": cap_dir, "cap": cap_dir / "pytorch_model.bin.0", "cap_sd": cap_sd,
+    return {"missing_image": missing, "unreadable_image": unreadable, "first_test": first_test,
+            "root": root, "cap_dir": cap_dir, "cap": cap_dir / "pytorch_model.bin.0", "cap_sd": cap_sd,
             "ret": root / "ret.bin", "syn": syn_root, "empty_test": empty,
             "bef": syn_root / "clevr" / "images" / "CLEVR_default_000000.png",
             "aft": syn_root / "clevr" / "sc_images" / "CLEVR_semantic_000000.png"}
@@ -411,7 +412,8 @@ def test_bad_input_is_one_line_exit_2_and_output_untouched(make, tmp_path, ctx, 
 
 CHECKPOINT_READERS = {
     "caption_init_model": lambda ctx, out, bad: (caption_main, _caption_eval(ctx, out, bad)),
-    "retrieval_init_model": lambda ctx, out, bad: (retrieval_main, _retrieval_train(ctx, out, "--init_model", str(bad))),
+    "retrieval_init_model": lambda ctx, out, bad: (retrieval_main,
+                                                   _retrieval_train(ctx, out, "--init_model", str(bad))),
     "openai_weights_path": lambda ctx, out, bad: (retrieval_main, _retrieval_train(
         ctx, out, flags=[str(bad) if f == "tiny" else f for f in TINY_FLAGS])),
     "resume_model": lambda ctx, out, bad: (caption_main, _caption_train(
