@@ -16,10 +16,11 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from common.checkpoint import (CheckpointKeyError, extract_state_dict, load_checkpoint_file, load_state_dict_strict,
-                               remap_keys)
+from common.checkpoint import (CheckpointKeyError, atomic_torch_save, extract_state_dict, load_checkpoint_file,
+                               load_state_dict_strict, remap_keys)
 from common.errors import InputError, run_cli
 from common.safe_pickle import add_trust_flag
+from common.threads import add_num_threads_flag, apply_num_threads
 
 DEFAULT_KEY_FILE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "spatial_captioning_state_dict_keys.txt"
 
@@ -109,19 +110,77 @@ def check_keys(key_file: str | Path, verbose: bool = True) -> int:
     return 0 if report.ok else 1
 
 
+def to_safetensors(src: str | Path, dst: str | Path, infos_path: str | Path | None = None,
+                   metrics_file: str | Path | None = None, trust: bool = False) -> Path:
+    """An original/released model.pth (read with the restricted loader) -> save_pretrained directory `dst`.
+
+    The architecture comes from the run's infos pickle when given (heads, dropout, seq_length, UNK index ...),
+    otherwise from the weights' shapes with the README defaults for what shapes cannot tell.
+    """
+    from spatial_captioning import models
+
+    dst = Path(dst)
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise InputError(dst, "already exists and is not empty (never overwritten silently)")
+    obj = load_checkpoint_file(src, trust=trust)
+    if not isinstance(obj, Mapping):
+        raise InputError(src, f"holds a {type(obj).__name__}, not a state dict")
+    try:
+        sd = convert_state_dict(obj)
+    except ValueError as err:
+        raise InputError(src, str(err)) from None
+    for key, value in sd.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise InputError(src, "weights contain NaN or inf", field=key)
+    cfg = infer_config({k: tuple(v.shape) for k, v in sd.items()})
+    if infos_path is not None:
+        from spatial_captioning.checkpoints import load_infos
+        from spatial_captioning.data import unk_index
+
+        infos = load_infos(infos_path, trust=trust)
+        if "opt" not in infos:
+            raise InputError(infos_path, "infos lacks it (spec 6.2)", field="opt")
+        cfg = SimpleNamespace(**{**vars(cfg), **{k: v for k, v in infos["opt"].items()
+                                                 if k in models.CONFIG_KEYS and v is not None}})
+        if "vocab" in infos:
+            cfg.unk_index = unk_index(infos["vocab"])
+    try:
+        model = models.setup(cfg)
+    except ValueError as err:
+        raise InputError(infos_path or src, f"cannot build the model it describes: {err}") from None
+    load_state_dict_strict(model, sd, strict=True, source=src)
+    model.save_pretrained(dst, metrics_file=metrics_file)
+    return dst
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: --check-keys FILE, or --input original.pth --output converted.pth."""
+    """CLI: --check-keys FILE, --input original.pth --output converted.pth, or --to_safetensors SRC DST."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check-keys", dest="check_keys", nargs="?", const=str(DEFAULT_KEY_FILE), default=None,
                         help="key file (name<TAB>shape); default: tests/fixtures/spatial_captioning_state_dict_keys.txt")
     parser.add_argument("--input", default=None, help="original checkpoint (model.pth / model-best.pth) to convert")
     parser.add_argument("--output", default=None, help="where to write the converted state dict")
+    parser.add_argument("--to_safetensors", nargs=2, metavar=("SRC", "DST"), default=None,
+                        help="write SRC (model.pth, read with the restricted loader) as the publishable directory DST: "
+                             "config.json + model.safetensors + README.md model card (CaptionModel.from_pretrained)")
+    parser.add_argument("--infos_path", default=None,
+                        help="with --to_safetensors: the run's infos_<id>.pkl (architecture, UNK index); default: "
+                             "inferred from the weights' shapes")
+    parser.add_argument("--metrics_file", default=None,
+                        help="with --to_safetensors: eval_results/<id>_<split>.json whose scores go into the card")
     add_trust_flag(parser)
+    add_num_threads_flag(parser)
     args = parser.parse_args(argv)
+    apply_num_threads(args.num_threads)
     if args.check_keys:
         return check_keys(args.check_keys)
+    if args.to_safetensors:
+        src, dst = args.to_safetensors
+        to_safetensors(src, dst, args.infos_path, args.metrics_file, trust=args.trust_checkpoint)
+        print(f"wrote {dst} (config.json, model.safetensors, README.md)")
+        return 0
     if not (args.input and args.output):
-        parser.error("give --check-keys FILE, or both --input and --output")
+        parser.error("give --check-keys FILE, --to_safetensors SRC DST, or both --input and --output")
     if Path(args.output).exists():
         raise InputError(args.output, "already exists (never overwritten silently)")
     sd = convert_state_dict(load_checkpoint_file(args.input, trust=args.trust_checkpoint))
@@ -129,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from spatial_captioning.models import build_on_meta
 
     report = load_state_dict_strict(build_on_meta(cfg), sd, strict=True, source=args.input, assign=True)
-    torch.save(sd, args.output)
+    atomic_torch_save(sd, args.output)
     print(f"{report.summary()}; wrote {args.output}")
     return 0
 

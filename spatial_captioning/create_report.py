@@ -7,6 +7,7 @@ from typing import Sequence
 
 from common.errors import InputError, run_cli
 from common.safe_pickle import add_trust_flag
+from common.threads import add_num_threads_flag, apply_num_threads
 from spatial_captioning.report import load_report_pickle, write_report
 
 
@@ -23,12 +24,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no_add_time", dest="add_time", action="store_false", help="do not append the time (default)")
     p.set_defaults(add_time=False)
     add_trust_flag(p)
+    add_num_threads_flag(p)
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Load every pickle and write the report."""
     args = parse_args(argv)
+    apply_num_threads(args.num_threads)
     if len(args.pickles) != len(args.run_names):
         raise InputError("--run_names", f"{len(args.run_names)} names for {len(args.pickles)} pickles")
     out_dir = args.out_dir + (time.strftime("_%Y-%m-%d--%H_%M_%S") if args.add_time else "")

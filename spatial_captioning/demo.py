@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from common.errors import InputError, run_cli
+from common.threads import add_num_threads_flag, apply_num_threads
 
 TINY = ["--num_layers", "1", "--input_encoding_size", "64", "--ff_size", "128", "--heads", "4", "--img_feat_size",
         "32", "--num_grids", "36", "--dropout", "0.1", "--device", "cpu", "--seed", "0", "--cache_features", "1",
@@ -109,11 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=200, help="XE iterations per model")
     p.add_argument("--scst_iters", type=int, default=30, help="SCST iterations after XE")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out directory")
+    add_num_threads_flag(p)
+    # one thread by default: the demo's figures are bit-reproducible from its seed on any machine (README)
+    p.set_defaults(num_threads=1)
     args = p.parse_args(argv)
+    apply_num_threads(args.num_threads)
     start = time.time()
-    import torch
-
-    torch.set_num_threads(1)
     out = Path(args.out)
     if out.exists():
         if not args.overwrite:
@@ -143,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for png in sorted((out / "vis" / "spatial_pe_rl" / "png").glob("*.png")):
         shutil.copy(png, out / f"example_{png.name}")
     bar_chart(out / "word_accuracy.png", scores)
+    from common.plot_metrics import plot_runs
+
+    # the runs' common metrics.jsonl: training loss / LR / SCST reward and the test scores
+    plot_runs([ck / "spatial_pe", ck / "transformer", ck / "spatial_pe_rl"], out / "curves.png")
     from spatial_captioning.report import load_report_pickle, write_report
 
     runs = [load_report_pickle(out / "eval_results" / f"{label}_test_report_data.pkl", name)
@@ -174,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      f"{s['CIDEr']:.3f} | {s['Bleu_4']:.3f} |")
     lines += ["", f"Chance: class 1/8, each position word 1/3. Mean SCST reward at the end: {reward:.3f}.", "",
               "![word accuracy](word_accuracy.png)", "",
+              "Training curves (each run's `metrics.jsonl`; spatial_pe_rl continues spatial_pe's log):", "",
+              "![curves](curves.png)", "",
               "Per-image scores, histograms and paired t-tests between the three runs: `html_report/index.html` "
               "(what `create_report.py` writes).", "", "Examples (SCST model; boxes = regions, lines = grid):", ""]
     lines += [f"![{png.name}]({png.name})" for png in sorted(out.glob("example_*.png"))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from common.errors import run_cli
+from common.threads import apply_num_threads
 from spatial_captioning.evaluation import run_eval
 from spatial_captioning.opts import parse_eval_opt
 
@@ -11,6 +12,7 @@ from spatial_captioning.opts import parse_eval_opt
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options and evaluate."""
     opt, given = parse_eval_opt(argv)
+    apply_num_threads(opt.num_threads)
     run_eval(opt, given)
     return 0
 

@@ -8,13 +8,16 @@ from __future__ import annotations
 from typing import Sequence
 
 from common.errors import run_cli
+from common.threads import apply_num_threads
 from spatial_captioning.evaluation import run_ensemble_eval
 from spatial_captioning.opts import ensemble_parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options and evaluate the ensemble."""
-    run_ensemble_eval(ensemble_parser().parse_args(argv))
+    args = ensemble_parser().parse_args(argv)
+    apply_num_threads(args.num_threads)
+    run_ensemble_eval(args)
     return 0
 
 

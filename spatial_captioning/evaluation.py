@@ -12,6 +12,7 @@ from common.errors import InputError
 from spatial_captioning.captions import decode_sequence
 from spatial_captioning.data import DataLoader, model_inputs
 from spatial_captioning.opts import ARCH_KEYS
+from spatial_captioning.speed import apply_speed_options, autocast
 
 DEFAULT_METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr")
 
@@ -135,7 +136,9 @@ def eval_split(model: torch.nn.Module, crit: torch.nn.Module | None, loader: Dat
     return (float(np.mean(losses)) if losses else 0.0), predictions, lang_stats, img_to_eval
 
 
-CLI_ONLY = ("id", "batch_size", "beam_size", "start_from", "language_eval", "device")
+# run settings, never taken from the training run's infos
+CLI_ONLY = ("id", "batch_size", "beam_size", "start_from", "language_eval", "device", "attn_impl", "amp", "compile",
+            "num_threads", "report_to")
 
 
 def merge_eval_options(cli: dict, given: set[str], saved: dict) -> dict:
@@ -268,17 +271,34 @@ def run_eval(cli_opt: Any, given: set[str]) -> dict:
         raise InputError(cli_opt.infos_path, f"cannot build the model its opt describes: {err}", field="opt") from None
     load_model_weights(model, cli_opt.model, trust=cli_opt.trust_checkpoint)
     model.to(device)
+    apply_speed_options(model, opt)
     kwargs = dict(vars(opt), verbose=1)
     print(f"evaluating split '{opt.split}' with beam_size {opt.beam_size} (sample_max {opt.sample_max})")
-    loss, predictions, lang_stats, img_to_eval = eval_split(model, LanguageModelCriterion(), loader, kwargs, device)
+    with autocast(device, opt.amp):
+        loss, predictions, lang_stats, img_to_eval = eval_split(model, LanguageModelCriterion(), loader, kwargs,
+                                                                device)
     print(f"Loss:  {loss}")
     if lang_stats:
         print(lang_stats)
     write_eval_outputs(opt, predictions, lang_stats, img_to_eval, vis_dir, results_dir)
+    log_eval_metrics(run_dir, opt, int(infos.get("iter", 0) or 0), loss, lang_stats)
     if int(getattr(opt, "dump_png", 0)) > 0:
         dump_pngs(opt, loader, predictions[: int(opt.dump_png)], vis_dir / "png")
     return {"loss": loss, "predictions": predictions, "lang_stats": lang_stats, "vis_dir": vis_dir,
             "results_dir": results_dir}
+
+
+def log_eval_metrics(run_dir: Path, opt: Any, step: int, loss: float, lang_stats: dict[str, float]) -> None:
+    """Append the evaluation's loss (when computed) and language scores to the run's metrics.jsonl."""
+    from common.experiment_log import ExperimentLog
+
+    values = dict(lang_stats)
+    if int(getattr(opt, "verbose_loss", 0)):
+        values["loss"] = loss
+    if not values:
+        return
+    with ExperimentLog(run_dir, report_to=getattr(opt, "report_to", ())) as xlog:
+        xlog.log(values, step=step, split=opt.split)
 
 
 def dump_pngs(opt: Any, loader: DataLoader, predictions: list[dict], out_dir: Path) -> list[Path]:
@@ -369,10 +389,17 @@ def run_ensemble_eval(args: Any) -> dict:
         load_references(args.ann_file)
     device = pick_device(args.device)
     ensemble = EnsembleModel(members, args.seq_length).to(device)
+    apply_speed_options(ensemble, SimpleNamespace(attn_impl=args.attn_impl, compile=False))
+    if args.compile:
+        for member in members:
+            apply_speed_options(member, args)
     kwargs = {**vars(args), "verbose": 1, "input_json": data_opt.get("input_json", "")}
-    loss, predictions, lang_stats, img_to_eval = eval_split(ensemble, LanguageModelCriterion(), loader, kwargs, device)
+    with autocast(device, args.amp):
+        loss, predictions, lang_stats, img_to_eval = eval_split(ensemble, LanguageModelCriterion(), loader, kwargs,
+                                                                device)
     print(f"Loss:  {loss}")
     if lang_stats:
         print(lang_stats)
     write_eval_outputs(out, predictions, lang_stats, img_to_eval, vis_dir, results_dir)
+    log_eval_metrics(first_dir, out, int(infos0.get("iter", 0) or 0), loss, lang_stats)
     return {"loss": loss, "predictions": predictions, "lang_stats": lang_stats}

@@ -1,6 +1,7 @@
 """Optimisers and LR schedules of the original: build_optimizer, Noam, step decay, ReduceLROnPlateau wrapper."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -8,8 +9,11 @@ import torch
 OPTIMS = ("rmsprop", "adagrad", "sgd", "sgdm", "sgdmom", "adam")
 
 
-def build_optimizer(params, opt: Any) -> torch.optim.Optimizer:
-    """The optimiser named by --optim with --learning_rate, --optim_alpha/beta/epsilon, --weight_decay."""
+def build_optimizer(params, opt: Any, fused: bool = False) -> torch.optim.Optimizer:
+    """The optimiser named by --optim with --learning_rate, --optim_alpha/beta/epsilon, --weight_decay.
+
+    `fused` selects torch's fused Adam kernel (the trainer passes it on CUDA); the other optimisers ignore it.
+    """
     name, lr, wd = opt.optim, opt.learning_rate, opt.weight_decay
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr, alpha=opt.optim_alpha, eps=opt.optim_epsilon, weight_decay=wd)
@@ -22,7 +26,8 @@ def build_optimizer(params, opt: Any) -> torch.optim.Optimizer:
     if name == "sgdmom":
         return torch.optim.SGD(params, lr, momentum=opt.optim_alpha, weight_decay=wd, nesterov=True)
     if name == "adam":
-        return torch.optim.Adam(params, lr, (opt.optim_alpha, opt.optim_beta), opt.optim_epsilon, weight_decay=wd)
+        return torch.optim.Adam(params, lr, (opt.optim_alpha, opt.optim_beta), opt.optim_epsilon, weight_decay=wd,
+                                fused=fused or None)
     raise ValueError(f"bad option --optim {name!r}; choose from {OPTIMS}")
 
 
@@ -42,13 +47,13 @@ class NoamOpt:
         self.model_size = model_size
         self._rate = 0.0
 
-    def step(self) -> None:
-        """Advance the schedule, set the LR on every group, step Adam."""
+    def step(self, step_fn: Callable[[], Any] | None = None) -> None:
+        """Advance the schedule, set the LR on every group, step Adam (through `step_fn`, e.g. a grad scaler's)."""
         self._step += 1
         self._rate = self.rate()
         for group in self.optimizer.param_groups:
             group["lr"] = self._rate
-        self.optimizer.step()
+        (step_fn or self.optimizer.step)()
 
     def rate(self, step: int | None = None) -> float:
         """LR at `step` (default: the current step)."""
@@ -83,9 +88,9 @@ class ReduceLROnPlateau:
                                                                     eps=1e-8)
         self.current_lr = optimizer.param_groups[0]["lr"]
 
-    def step(self) -> None:
-        """Step the optimiser."""
-        self.optimizer.step()
+    def step(self, step_fn: Callable[[], Any] | None = None) -> None:
+        """Step the optimiser (through `step_fn`, e.g. a grad scaler's, when given)."""
+        (step_fn or self.optimizer.step)()
 
     def scheduler_step(self, value: float) -> None:
         """Feed one validation value (loss, or -CIDEr)."""

@@ -7,10 +7,13 @@ import math
 from typing import Any, Sequence
 
 from common.errors import InputError
+from common.experiment_log import add_report_to_flag
 from common.safe_pickle import add_trust_flag
+from common.threads import add_num_threads_flag
 from spatial_captioning.models import CAPTION_MODELS, ORT_MODELS
 from spatial_captioning.models.spatial_encoding import POS_TYPES
 from spatial_captioning.optim import OPTIMS
+from spatial_captioning.speed import add_speed_args
 
 
 def str2bool(value: str | bool) -> bool:
@@ -227,6 +230,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--reduce_on_plateau", action="store_true", help="halve the LR when validation stalls (patience 3)")
     p.add_argument("--max_iters", type=int, default=-1, help="stop after this many iterations (-1: run max_epochs)")
     add_trust_flag(p)
+    add_speed_args(p)
+    add_num_threads_flag(p)
+    add_report_to_flag(p)
     add_ort_args(p)
     return p
 
@@ -332,6 +338,9 @@ def eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--use_box", type=str2bool, default=None,
                    help="ORT's eval flag; the model's own value (from the infos) is always used")
     add_trust_flag(p)
+    add_speed_args(p)
+    add_num_threads_flag(p)
+    add_report_to_flag(p)
     add_data_args(p, train=False)
     return p
 
@@ -391,4 +400,7 @@ def ensemble_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop_unreferenced", type=int, default=0,
                    help="1 = score only predictions whose image has references (the original's behaviour)")
     add_trust_flag(p)
+    add_speed_args(p)
+    add_num_threads_flag(p)
+    add_report_to_flag(p)
     return p

@@ -5,6 +5,7 @@ import argparse
 from typing import Sequence
 
 from common.errors import run_cli
+from common.threads import add_num_threads_flag, apply_num_threads
 from spatial_captioning.features import WEIGHTINGS, prepro_areas
 
 
@@ -21,7 +22,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="cell: overlap/cell area; box: overlap/box area")
     p.add_argument("--grid_boxes", type=int, default=0,
                    help="N>0: ResNet grid features (no box files): use the N x N cells of <input_dir>/<id>.npz")
+    add_num_threads_flag(p)
     args = p.parse_args(argv)
+    apply_num_threads(args.num_threads)
     n = prepro_areas(args.input_dir, args.output_dir, args.num_grids, args.input_json, args.image_root, args.weighting,
                      args.grid_boxes)
     print(f"wrote {n} grid-vector files to {args.output_dir}")

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from common.errors import InputError, run_cli
+from common.threads import add_num_threads_flag, apply_num_threads
 
 CLASSES = ("cat", "dog", "car", "bus", "bird", "cup", "tree", "kite")
 VERTICAL = ("top", "middle", "bottom")
@@ -154,7 +155,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--n_test", type=int, default=50, help="test images")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--num_grids", type=int, default=36, help="G of the grid vectors (perfect square)")
+    add_num_threads_flag(parser)
     args = parser.parse_args(argv)
+    apply_num_threads(args.num_threads)
     paths = make_synthetic_coco(args.out, args.n_train, args.n_restval, args.n_val, args.n_test, args.seed,
                                 num_grids=args.num_grids, verbose=True)
     print(f"synthetic data written to {paths['root']}")

@@ -4,13 +4,16 @@ from __future__ import annotations
 from typing import Sequence
 
 from common.errors import run_cli
+from common.threads import apply_num_threads
 from spatial_captioning.opts import parse_train_opt
 from spatial_captioning.training import train
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options and train."""
-    train(parse_train_opt(argv))
+    opt = parse_train_opt(argv)
+    apply_num_threads(opt.num_threads)
+    train(opt)
     return 0
 
 

@@ -15,6 +15,7 @@ import torch.distributed as dist
 from common.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state
 from common.distributed import init_distributed
 from common.errors import InputError
+from common.experiment_log import ExperimentLog
 from spatial_captioning import losses, models, rewards
 from spatial_captioning.checkpoints import (find_infos, find_model_file, infos_name, load_infos, load_model_weights,
                                             load_optimizer_state, save_pickle)
@@ -23,6 +24,7 @@ from spatial_captioning.evaluation import eval_split, load_references
 from spatial_captioning.opts import ARCH_KEYS, check_model_opt
 from spatial_captioning.optim import (NoamOpt, ReduceLROnPlateau, build_optimizer, clip_gradient, set_lr,
                                       step_decay_lr)
+from spatial_captioning.speed import apply_speed_options, autocast, grad_scaler
 
 # Architecture options a resumed run takes from its infos (vocab_size/seq_length come from the data).
 RESUME_FROM_INFOS = tuple(k for k in ARCH_KEYS if k not in ("vocab_size", "seq_length"))
@@ -78,6 +80,9 @@ class Trainer:
         if opt.start_from:
             path = find_model_file(opt.start_from)
             load_model_weights(self.model, path, trust=opt.trust_checkpoint)
+        self.amp = getattr(opt, "amp", "none")
+        self.scaler = grad_scaler(self.device, self.amp)
+        apply_speed_options(self.model, opt)
         self.crit = losses.xe_criterion(opt.caption_model, opt.vocab_size, opt.label_smoothing)
         self.rl_crit = losses.RewardCriterion()
         self.optimizer = self._build_optimizer()
@@ -100,11 +105,16 @@ class Trainer:
         self.log_path = Path(opt.checkpoint_path) / f"train_log_{opt.id}.jsonl" if opt.id else \
             Path(opt.checkpoint_path) / "train_log.jsonl"
         self.tb = None
+        self.xlog = None
         if self.main:
             Path(opt.checkpoint_path).mkdir(parents=True, exist_ok=True)
             from tensorboardX import SummaryWriter  # the original's optional tensorboardX, now a requirement
 
             self.tb = SummaryWriter(opt.checkpoint_path)  # events.out.tfevents.* next to the checkpoints (spec 2.7)
+            # the common metrics.jsonl (and --report_to backends) beside the original's own logs
+            config = {k: v for k, v in vars(opt).items() if not k.startswith("_") and isinstance(v, (int, float, str))}
+            self.xlog = ExperimentLog(opt.checkpoint_path, report_to=getattr(opt, "report_to", ()), config=config,
+                                      run_name=opt.id or None)
 
     # --- setup helpers --------------------------------------------------------------------------------------
     def _load_infos(self) -> None:
@@ -132,15 +142,16 @@ class Trainer:
     def _build_optimizer(self):
         opt = self.opt
         params = [p for p in self.model.parameters() if p.requires_grad]
+        fused = torch.device(self.device).type == "cuda"  # fused Adam kernels on CUDA (issue 15)
         if opt.noamopt:
             noam = NoamOpt(self.model.d_model if hasattr(self.model, "d_model") else opt.input_encoding_size,
                            opt.noamopt_factor, opt.noamopt_warmup,
-                           torch.optim.Adam(params, lr=0, betas=(0.9, 0.98), eps=1e-9))
+                           torch.optim.Adam(params, lr=0, betas=(0.9, 0.98), eps=1e-9, fused=fused or None))
             noam._step = self.iteration  # restored from the iteration (spec 9.8)
             return noam
         if opt.reduce_on_plateau:
-            return ReduceLROnPlateau(build_optimizer(params, opt))
-        return build_optimizer(params, opt)
+            return ReduceLROnPlateau(build_optimizer(params, opt, fused=fused))
+        return build_optimizer(params, opt, fused=fused)
 
     def current_lr(self) -> float:
         """LR of the first parameter group."""
@@ -185,6 +196,11 @@ class Trainer:
             with open(self.log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
+    def log_metrics(self, values: dict[str, float], split: str) -> None:
+        """The common metrics.jsonl record(s) at the current iteration (rank 0)."""
+        if self.xlog is not None:
+            self.xlog.log(values, step=self.iteration, epoch=self.epoch, split=split)
+
     def add_scalars(self, values: dict[str, float]) -> None:
         """TensorBoard scalars at the current iteration under the original's tag names (rank 0)."""
         if self.tb is not None:
@@ -206,17 +222,19 @@ class Trainer:
         """Teacher-forced cross-entropy on the batch."""
         feats, masks, boxes = model_inputs(batch, self.device)
         labels = batch["labels"].to(self.device)
-        logprobs = self.model(feats, labels, masks, boxes)
-        loss = self.crit(logprobs, labels[:, 1:], batch["label_masks"][:, 1:].to(self.device))
+        with autocast(self.device, self.amp):
+            logprobs = self.model(feats, labels, masks, boxes)
+            loss = self.crit(logprobs, labels[:, 1:], batch["label_masks"][:, 1:].to(self.device))
         return loss, {}
 
     def scst_step(self, batch: dict) -> tuple[torch.Tensor, dict]:
         """Sample S captions per image (dropout on), greedy baseline under no_grad, CIDEr-D reward (spec 4.7)."""
         feats, masks, boxes = model_inputs(batch, self.device)
-        gen_result, sample_logprobs = self.model(feats, masks, boxes, opt={"sample_max": 0}, mode="sample")
+        with autocast(self.device, self.amp):
+            gen_result, sample_logprobs = self.model(feats, masks, boxes, opt={"sample_max": 0}, mode="sample")
         s = self.loader.get_seq_per_img()
         self.model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.device, self.amp):
             rows = torch.arange(0, feats.size(0), s, device=feats.device)  # one greedy per image: same baseline
             greedy, _ = self.model(feats.index_select(0, rows),
                                    None if masks is None else masks.index_select(0, rows),
@@ -247,9 +265,30 @@ class Trainer:
             print(f"validation loss: {val_loss:.4f} " + " ".join(f"{k}: {v:.4f}" for k, v in lang_stats.items()))
         self.log({"iter": self.iteration, "epoch": self.epoch, "val_loss": val_loss, **lang_stats})
         self.add_scalars({"validation loss": val_loss, **lang_stats})
+        self.log_metrics({"loss": val_loss, **lang_stats}, split="val")
         if self.best_val_score is None or score > self.best_val_score:
             self.best_val_score = score
             self.save(best=True)
+
+    def optimizer_step(self, loss: torch.Tensor) -> None:
+        """backward, gradient average over ranks, element-wise clipping, step (fp16: through the grad scaler)."""
+        opt = self.opt
+        if self.scaler is None:
+            loss.backward()
+            self.average_gradients()
+            clip_gradient(self.optimizer, opt.grad_clip)
+            self.optimizer.step()
+            return
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)
+        self.scaler.scale(loss).backward()
+        self.average_gradients()
+        self.scaler.unscale_(inner)  # clip the true gradients, as the fp32 path does
+        clip_gradient(self.optimizer, opt.grad_clip)
+        if self.optimizer is inner:
+            self.scaler.step(inner)
+        else:  # Noam / plateau wrappers: their schedule advances, the inner step is skipped on inf/NaN gradients
+            self.optimizer.step(step_fn=lambda: self.scaler.step(inner))
+        self.scaler.update()
 
     # --- loop -----------------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -274,10 +313,7 @@ class Trainer:
                 self.model.train()
                 self.optimizer.zero_grad()
                 loss, stats = self.scst_step(batch) if sc_flag else self.xe_step(batch)
-                loss.backward()
-                self.average_gradients()
-                clip_gradient(self.optimizer, opt.grad_clip)
-                self.optimizer.step()
+                self.optimizer_step(loss)
                 self.iteration += 1
                 loss_value = float(loss.detach())
                 elapsed = time.time() - start
@@ -304,6 +340,8 @@ class Trainer:
                     if sc_flag:
                         scalars["avg_reward"] = stats["avg_reward"]
                     self.add_scalars(scalars)
+                    self.log_metrics({"loss": loss_value, "lr": self.current_lr(),
+                                      **({"avg_reward": stats["avg_reward"]} if sc_flag else {})}, split="train")
                 if self.iteration % opt.perform_validation_every == 0:
                     self.validate()
                 if self.iteration % opt.save_checkpoint_every == 0:
@@ -319,6 +357,8 @@ class Trainer:
             self.save()
         if self.tb is not None:
             self.tb.close()
+        if self.xlog is not None:
+            self.xlog.close()
         return last
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from spatial_captioning.models.decoding import CaptionModel
+from spatial_captioning.models.decoding import CONFIG_KEYS, CaptionModel
 from spatial_captioning.models.relation_transformer import RelationTransformerModel
 from spatial_captioning.models.show_tell import ShowAndTell
 from spatial_captioning.models.transformer import TransformerModel
@@ -31,8 +31,25 @@ def load_config(name: str, **overrides: Any) -> SimpleNamespace:
     return SimpleNamespace(**cfg)
 
 
+def model_config(opt: Any) -> dict[str, Any]:
+    """The plain-JSON options of `opt` that rebuild its model (save_pretrained's config.json)."""
+    get = opt.get if isinstance(opt, dict) else lambda k, d=None: getattr(opt, k, d)
+    config = {}
+    for key in CONFIG_KEYS:
+        value = get(key, None)
+        if value is not None:
+            config[key] = value.item() if hasattr(value, "item") else value
+    return config
+
+
 def setup(opt: Any) -> CaptionModel:
-    """Build the model named by opt.caption_model."""
+    """Build the model named by opt.caption_model; `model.config` records what rebuilds it."""
+    model = _build(opt)
+    model.config = model_config(opt)
+    return model
+
+
+def _build(opt: Any) -> CaptionModel:
     name = opt.caption_model
     if name in TRANSFORMER_MODELS:
         if name in GRID_MODELS and not getattr(opt, "use_grid", False):
@@ -54,4 +71,4 @@ def build_on_meta(opt: Any) -> CaptionModel:
 
 
 __all__ = ["CaptionModel", "TransformerModel", "RelationTransformerModel", "ShowAndTell", "setup", "build_on_meta",
-           "load_config", "CAPTION_MODELS"]
+           "load_config", "model_config", "CAPTION_MODELS", "CONFIG_KEYS"]

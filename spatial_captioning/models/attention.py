@@ -1,10 +1,34 @@
-"""Attention blocks: scaled dot-product multi-head attention and X-Linear (bilinear pooling) attention."""
+"""Attention blocks: scaled dot-product multi-head attention and X-Linear (bilinear pooling) attention.
+
+`MultiHeadedAttention` (and ORT's box attention) run either the original's eager formula or
+`torch.nn.functional.scaled_dot_product_attention` (`--attn_impl sdpa`, fused kernels; equal up to rounding).
+X-Linear attention is not a dot-product attention and always runs its own exact formula.
+"""
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+ATTN_IMPLS = ("eager", "sdpa")
+MASK_VALUE = -1e9  # the original's fill value for masked scores
+
+
+def mask_value(dtype: torch.dtype) -> float:
+    """The original's -1e9 where the dtype holds it (fp32/bf16), else the dtype's lowest value (fp16 autocast)."""
+    return max(MASK_VALUE, torch.finfo(dtype).min)
+
+
+def set_attention_impl(model: nn.Module, impl: str) -> nn.Module:
+    """Select `eager` (the original's formula) or `sdpa` for every dot-product attention of `model`; returns it."""
+    if impl not in ATTN_IMPLS:
+        raise ValueError(f"--attn_impl must be one of {ATTN_IMPLS}, got {impl!r}")
+    for module in model.modules():
+        if hasattr(module, "attn_impl"):
+            module.attn_impl = impl
+    return model
 
 
 def scaled_dot_product(
@@ -18,7 +42,7 @@ def scaled_dot_product(
     d_k = query.size(-1)
     scores = torch.matmul(query, key.transpose(-2, -1)) / math.sqrt(d_k)
     if mask is not None:
-        scores = scores.masked_fill(mask == 0, -1e9)
+        scores = scores.masked_fill(mask == 0, mask_value(scores.dtype))
     weights = scores.softmax(dim=-1)
     if dropout is not None:
         weights = dropout(weights)
@@ -36,6 +60,7 @@ class MultiHeadedAttention(nn.Module):
         self.h = heads
         self.linears = nn.ModuleList([nn.Linear(d_model, d_model) for _ in range(4)])
         self.dropout = nn.Dropout(p=dropout)
+        self.attn_impl = "eager"
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -47,7 +72,12 @@ class MultiHeadedAttention(nn.Module):
             lin(x).view(n, -1, self.h, self.d_k).transpose(1, 2)
             for lin, x in zip(self.linears, (query, key, value))
         ]
-        x, _ = scaled_dot_product(q, k, v, mask=mask, dropout=self.dropout)
+        if self.attn_impl == "sdpa":
+            # boolean mask (True = attend); the dropout on the weights is the kernel's own
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask != 0,
+                                               dropout_p=self.dropout.p if self.training else 0.0)
+        else:
+            x, _ = scaled_dot_product(q, k, v, mask=mask, dropout=self.dropout)
         x = x.transpose(1, 2).contiguous().view(n, -1, self.h * self.d_k)
         return self.linears[-1](x)
 
@@ -75,7 +105,7 @@ class XLinearPooling(nn.Module):
         key_map = self.embed(q1.unsqueeze(-2) * k.unsqueeze(-3))  # (N, h, Q, K, mid)
         alpha_spatial = self.spatial(key_map).squeeze(-1)  # (N, h, Q, K)
         if mask is not None:
-            alpha_spatial = alpha_spatial.masked_fill(mask == 0, -1e9)
+            alpha_spatial = alpha_spatial.masked_fill(mask == 0, mask_value(alpha_spatial.dtype))
             weights = mask.unsqueeze(-1).to(key_map.dtype)  # (N, 1, 1, K, 1)
             pooled = (key_map * weights).sum(-2) / weights.sum(-2)
         else:

@@ -5,12 +5,28 @@ A model provides `init_decode(feats, masks, boxes) -> state` (a tuple of batch-f
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 State = tuple[torch.Tensor, ...]
+
+PAPER = "spatial_captioning"
+# The options that rebuild a model (train.py's names) plus the feature normalisation its inputs need.
+CONFIG_KEYS = ("caption_model", "vocab_size", "seq_length", "input_encoding_size", "img_feat_size", "num_layers",
+               "ff_size", "heads", "dropout", "use_grid", "num_grids", "enc_pos_embedding", "enc_pos_type",
+               "cross_attn", "norm", "ff_activation", "use_box", "box_trignometric_embedding", "legacy_extra_skip",
+               "rnn_type", "hidden_size", "unk_index", "norm_img_feat", "norm_box_feat")
+_CARD = {
+    "paper": "Spatial-Image-Captioning (sidharth5n) / Object Relation Transformer (Herdade et al. 2019)",
+    "task": "image captioning from bottom-up region features (+ grid vectors or relative boxes)",
+    "how_to_load": "from spatial_captioning.models import CaptionModel\n"
+                   "model = CaptionModel.from_pretrained('DIR').eval()\n"
+                   "seq, _ = model(feats, masks, boxes, opt={'beam_size': 3}, mode='sample')",
+}
 
 DEFAULT_SAMPLE_OPT = {"sample_max": 1, "beam_size": 1, "temperature": 1.0, "decoding_constraint": 0,
                       "group_size": 1, "diversity_lambda": 0.5, "max_ppl": 0}
@@ -26,6 +42,47 @@ class CaptionModel(nn.Module):
 
     seq_length: int
     unk_index: int | None = None  # index penalised by beam search (spec 9.12); None when the vocab has no UNK
+    config: dict[str, Any]  # plain-JSON options that rebuild the model (set by models.setup)
+
+    def save_pretrained(self, directory: str | Path, metrics_file: str | Path | None = None,
+                        training_data: str = "not recorded") -> Path:
+        """Write config.json + model.safetensors + a model card (metrics from an eval.py results JSON)."""
+        from common.pretrained import save_pretrained
+
+        card: dict[str, Any] = {**_CARD, "training_data": training_data}
+        if metrics_file is not None:
+            from spatial_captioning.evaluation import read_json
+
+            results = read_json(metrics_file, "results file")
+            overall = results.get("overall") if isinstance(results, dict) else None
+            if not isinstance(overall, dict) or not overall:
+                from common.errors import InputError
+                raise InputError(metrics_file, "no 'overall' scores (eval.py --language_eval 1 writes them)",
+                                 field="overall")
+            card.update(metrics={k: float(v) for k, v in overall.items()}, metrics_source=str(metrics_file))
+        return save_pretrained(self, directory, paper=PAPER, architecture=type(self).__name__,
+                               config=self.config, card=card)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "CaptionModel":
+        """Rebuild the model from a save_pretrained directory (no pickle involved); eval mode."""
+        from types import SimpleNamespace
+
+        from common.pretrained import CONFIG_NAME, load_into, read_pretrained
+        from spatial_captioning.models import setup
+
+        config, state_dict = read_pretrained(directory, paper=PAPER)
+        options = {k: v for k, v in config.items() if k in CONFIG_KEYS}
+        try:
+            model = setup(SimpleNamespace(**options))
+        except (ValueError, TypeError) as err:
+            from common.checkpoint import CheckpointError
+            raise CheckpointError(Path(directory) / CONFIG_NAME, f"does not describe a model ({err})") from None
+        if cls is not CaptionModel and not isinstance(model, cls):
+            from common.checkpoint import CheckpointError
+            raise CheckpointError(Path(directory) / CONFIG_NAME, f"holds a {type(model).__name__}, not a {cls.__name__}",
+                                  field="architecture")
+        return load_into(model, state_dict, Path(directory)).eval()
 
     def forward(self, *args: Any, mode: str = "forward", **kwargs: Any):
         """Dispatch to `_forward` (teacher-forced log-probs) or `_sample` (decoding)."""

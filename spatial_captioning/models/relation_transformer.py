@@ -9,9 +9,10 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from spatial_captioning.models.attention import MultiHeadedAttention
+from spatial_captioning.models.attention import MultiHeadedAttention, mask_value
 from spatial_captioning.models.decoding import CaptionModel, State
 from spatial_captioning.models.transformer import (Generator, PositionalEncoding, _get, clones, subsequent_mask,
                                                    TransformerModel)
@@ -98,6 +99,7 @@ class BoxMultiHeadedAttention(nn.Module):
         self.linears = clones(nn.Linear(d_model, d_model), 4)
         self.WGs = clones(nn.Linear(self.dim_g, 1, bias=True), 8)  # 8 hard-coded in ORT
         self.dropout = nn.Dropout(p=dropout)
+        self.attn_impl = "eager"
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, boxes: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -109,11 +111,20 @@ class BoxMultiHeadedAttention(nn.Module):
         q, k, v = [lin(x).view(n, -1, self.h, self.d_k).transpose(1, 2)
                    for lin, x in zip(self.linears, (query, key, value))]
         w_g = torch.relu(torch.cat([wg(geometry).permute(0, 3, 1, 2) for wg in self.WGs], 1))  # (N, 8, P, P)
-        scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.d_k)
-        if mask is not None:
-            scores = scores.masked_fill(mask == 0, -1e9)
-        weights = torch.softmax(torch.log(torch.clamp(w_g, min=1e-6)) + scores, dim=-1)
-        x = torch.matmul(self.dropout(weights), v)
+        log_g = torch.log(torch.clamp(w_g, min=1e-6))
+        if self.attn_impl == "sdpa":
+            # ORT's softmax(log(w_g) + masked scores) as an additive mask: log(w_g), -1e9 on padded keys
+            bias = log_g.to(q.dtype)
+            if mask is not None:
+                bias = bias.masked_fill(mask == 0, mask_value(bias.dtype))
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                               dropout_p=self.dropout.p if self.training else 0.0)
+        else:
+            scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.d_k)
+            if mask is not None:
+                scores = scores.masked_fill(mask == 0, mask_value(scores.dtype))
+            weights = torch.softmax(log_g + scores, dim=-1)
+            x = torch.matmul(self.dropout(weights), v)
         x = x.transpose(1, 2).contiguous().view(n, -1, self.h * self.d_k)
         if self.legacy_extra_skip:
             x = value + x

@@ -44,7 +44,7 @@ class ShowAndTell(CaptionModel):
         hidden = tuple(s.transpose(0, 1).contiguous() for s in state)
         output, hidden = self.rnn(xt.unsqueeze(0), hidden if self.rnn_type == "lstm" else hidden[0])
         hidden = hidden if isinstance(hidden, tuple) else (hidden,)
-        logprobs = torch.log_softmax(self.logit(self.dropout(output.squeeze(0))), dim=1)
+        logprobs = torch.log_softmax(self.logit(self.dropout(output.squeeze(0))).float(), dim=1)
         return logprobs, tuple(s.transpose(0, 1) for s in hidden)
 
     def _zero_state(self, n: int, ref: torch.Tensor) -> State:

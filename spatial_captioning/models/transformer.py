@@ -187,8 +187,8 @@ class Generator(nn.Module):
         self.proj = nn.Linear(d_model, vocab)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return log-probabilities over the vocabulary."""
-        return torch.log_softmax(self.proj(x), dim=-1)
+        """Return log-probabilities over the vocabulary (in fp32 also under autocast: the loss and beam scores need it)."""
+        return torch.log_softmax(self.proj(x).float(), dim=-1)
 
 
 class EncoderDecoder(nn.Module):

@@ -5,6 +5,7 @@ import argparse
 from typing import Sequence
 
 from common.errors import run_cli
+from common.threads import add_num_threads_flag, apply_num_threads
 from spatial_captioning.features import prepro_bbox_relative_coords
 
 
@@ -18,7 +19,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="absolute boxes <id>.npy (make_bu_data's _box)")
     p.add_argument("--output_dir", default="/mydisk/Data/captioning_data/zcocobu_adaptive_box_relative",
                    help="where the relative boxes go")
+    add_num_threads_flag(p)
     args = p.parse_args(argv)
+    apply_num_threads(args.num_threads)
     prepro_bbox_relative_coords(args.input_json, args.image_root, args.input_box_dir, args.output_dir)
     return 0
 

@@ -5,6 +5,7 @@ import argparse
 from typing import Sequence
 
 from common.errors import run_cli
+from common.threads import add_num_threads_flag, apply_num_threads
 from common.safe_pickle import add_trust_flag
 from spatial_captioning.features import prepro_feats
 
@@ -20,7 +21,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model_root", default="./data/imagenet_weights", type=str,
                    help="holds <model>/ (transformers ResNetModel: config.json + weights) or <model>.pth (torchvision)")
     add_trust_flag(p)
+    add_num_threads_flag(p)
     args = p.parse_args(argv)
+    apply_num_threads(args.num_threads)
     prepro_feats(args.input_json, args.output_dir, args.images_root, args.att_size, args.model, args.model_root,
                  args.trust_checkpoint)
     return 0

@@ -5,6 +5,7 @@ import argparse
 from typing import Sequence
 
 from common.errors import run_cli
+from common.threads import add_num_threads_flag, apply_num_threads
 from spatial_captioning.captions import prepro_labels
 
 
@@ -18,7 +19,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="root location in which images are stored, to be prepended to file_path (records width/height)")
     p.add_argument("--max_length", default=16, type=int, help="max length of a caption, in number of words")
     p.add_argument("--word_count_threshold", default=5, type=int, help="only words that occur more than this go in the vocab")
+    add_num_threads_flag(p)
     args = p.parse_args(argv)
+    apply_num_threads(args.num_threads)
     prepro_labels(args.input_json, args.output_json, args.output_h5, args.max_length, args.word_count_threshold,
                   args.images_root)
     return 0

@@ -5,6 +5,7 @@ import argparse
 from typing import Sequence
 
 from common.errors import run_cli
+from common.threads import add_num_threads_flag, apply_num_threads
 from spatial_captioning.captions import prepro_ngrams
 
 
@@ -16,7 +17,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dict_json", default="data/cocotalk.json", help="cocotalk.json providing ix_to_word")
     p.add_argument("--output_pkl", default="data/coco-all", help="output prefix: <prefix>-words.p, <prefix>-idxs.p")
     p.add_argument("--split", default="all", help="train (with restval), val, test or all")
+    add_num_threads_flag(p)
     args = p.parse_args(argv)
+    apply_num_threads(args.num_threads)
     prepro_ngrams(args.input_json, args.dict_json, args.output_pkl, args.split)
     return 0
 
