@@ -161,7 +161,19 @@ def read_bu_files(feature_dir: str | Path, iid: int, feat_size: int) -> dict[str
     if boxes.shape != (len(feat), 4) or not np.isfinite(boxes).all():
         raise InputError(box, f"expected ({len(feat)}, 4) finite boxes, got {boxes.shape}", record=iid, field="box")
     info_path = root / "cocobu_info" / f"{iid}.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info: dict = {}
+    if info_path.is_file():
+        try:
+            info = json.loads(info_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InputError(info_path, f"not valid JSON ({err})", record=iid) from None
+        for key in ("objects", "objects_conf", "attrs", "attrs_conf"):
+            value = info.get(key)
+            if not isinstance(value, list) or len(value) != len(feat):
+                raise InputError(info_path, f"expected a list of {len(feat)} values (one per region)", record=iid,
+                                 field=key)
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in value):
+                raise InputError(info_path, "expected non-negative numbers", record=iid, field=key)
     return {"features": feat.astype(np.float32), "boxes": boxes.astype(np.float64), "info": info}
 
 
@@ -257,8 +269,9 @@ def _labels(info: dict, objects: list[str] | None, attrs: list[str] | None, limi
         if j not in top:
             out.append("")
             continue
+        obj = int(obj)
         name = objects[obj] if objects and obj < len(objects) else f"obj{obj}"
-        attr = info["attrs"][j] if "attrs" in info else None
+        attr = int(info["attrs"][j]) if "attrs" in info else None
         aname = (attrs[attr] if attrs and attr < len(attrs) else f"attr{attr}") if attr is not None else ""
         out.append(f"{aname} {name}".strip())
     return out

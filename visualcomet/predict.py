@@ -164,7 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"required: {', '.join(missing)}")
     done = predict_image(args)
     for rel in RELATIONS:
-        print(f"{rel}: " + " | ".join(done["result"][rel]))
+        line = " | ".join(done["result"][rel])
+        print(f"{rel}: " + "".join(c if c.isprintable() else "\ufffd" for c in line))  # sampled bytes may be controls
     print(f"wrote {done['json']} and {done['png']}")
     return 0
 

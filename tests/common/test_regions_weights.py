@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from common.errors import run_cli
+from common.safe_pickle import load_pickle
 from common.regions import convert, weights as W
 from common.regions.detectors import BottomUpC4, BottomUpConfig, Detectron2C4, Detectron2Config
 from common.regions.image import bottom_up_input, detectron2_input, shortest_edge_size
@@ -54,8 +55,7 @@ def test_synthesised_files_in_both_layouts_load_strictly(tmp_path, layout, suffi
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, expected[key])
     if layout == "detectron2":  # the real layout: a plain pickle of {"model": {name: numpy array}}
-        with open(path, "rb") as handle:
-            raw = pickle.load(handle)  # test-side inspection of a file this test wrote
+        raw = load_pickle(path)
         assert isinstance(raw["model"]["backbone.stem.conv1.weight"], np.ndarray)
         assert model.cfg.trunk.blocks == (3, 4, 23, 3)
 

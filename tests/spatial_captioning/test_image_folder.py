@@ -103,13 +103,19 @@ def _case(name, demo, tmp_path):
         path = tmp_path / "infos_evil.pkl"
         path.write_bytes(pickle.dumps({"opt": {}, "vocab": _Pwn(tmp_path / "pwned")}, protocol=2))
         return {"--infos_path": path}, "infos_evil.pkl", "os.system"
+    if name == "feature-info-malformed":
+        shutil.copytree(demo["features"], tmp_path / "feats")
+        info = tmp_path / "feats" / "cocobu_info" / "3.json"
+        info.write_text(json.dumps({**json.loads(info.read_text()), "objects": [1, 2]}))
+        return {"--detector_weights": None, "--feature_dir": tmp_path / "feats"}, "3.json", "field 'objects'"
     if name == "vis-json-exists":
         return {}, "vis.json", "--overwrite"
     raise AssertionError(name)
 
 
 CASES = ["no-folder", "unreadable-image", "no-detector-no-features", "feature-dir-missing-file",
-         "detector-width-mismatch", "weights-code-pickle", "infos-code-pickle", "vis-json-exists"]
+         "detector-width-mismatch", "weights-code-pickle", "infos-code-pickle", "feature-info-malformed",
+         "vis-json-exists"]
 
 
 @pytest.mark.parametrize("name", CASES, ids=CASES)
