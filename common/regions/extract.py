@@ -13,12 +13,15 @@ from common.regions.detectors import BottomUpC4, Detectron2C4
 from common.regions.image import bottom_up_input, detectron2_input
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# Detector boxes written with inclusive pixel coordinates may end at width (or width - 1 + a rounding error): up to
+# one pixel beyond the border is accepted, anything further is a box of another image.
+BOX_SLACK = 1.0
 
 
 def check_boxes(boxes: Any, width: float, height: float, source: Any, field: str = "boxes") -> np.ndarray:
     """(N, 4) float64 [x1, y1, x2, y2] (extra columns such as a score dropped) inside a width x height image.
 
-    Each box must be finite, have x1 < x2 and y1 < y2, and lie within [0, width] x [0, height].
+    Each box must be finite, have x1 < x2 and y1 < y2, and lie within [0, width] x [0, height] (up to BOX_SLACK).
     """
     try:
         arr = np.asarray(boxes, dtype=np.float64)
@@ -35,7 +38,7 @@ def check_boxes(boxes: Any, width: float, height: float, source: Any, field: str
         if x2 <= x1 or y2 <= y1:
             raise InputError(source, f"box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] has x2 <= x1 or y2 <= y1", record=j,
                              field=field)
-        if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+        if x1 < -BOX_SLACK or y1 < -BOX_SLACK or x2 > width + BOX_SLACK or y2 > height + BOX_SLACK:
             raise InputError(source, f"box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] lies outside the {width:g}x{height:g} "
                                      "image", record=j, field=field)
     return arr

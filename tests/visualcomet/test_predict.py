@@ -75,7 +75,7 @@ def _case(name, demo, tmp_path):
     if name == "metadata-without-names":
         return {"--metadata": _meta(demo, tmp_path, names=None)}, "meta.json", "names"
     if name == "box-outside-image":
-        return ({"--metadata": _meta(demo, tmp_path, boxes=[[20, 15, 500, 601], [220, 380, 300, 560]])},
+        return ({"--metadata": _meta(demo, tmp_path, boxes=[[20, 15, 500, 602.5], [220, 380, 300, 560]])},
                 "meta.json", "record 0: field 'boxes'")
     if name == "box-x2-before-x1":
         return ({"--metadata": _meta(demo, tmp_path, boxes=[[20, 15, 500, 600], [300, 380, 220, 560]])},
