@@ -1,15 +1,27 @@
 """A 3D ResNet video backbone (bottleneck blocks, global average pool) giving one feature per clip.
 
-The released features are 2048-d pooled 3D-ResNet-50 features (spec 1). This module reproduces that
-layout (conv1/bn1/layer1-4, torchvision-style names) so a user's pretrained 3D-ResNet-50 state dict can
-be loaded; tests use random weights and a narrow configuration.
+The released features are 2048-d pooled 3D-ResNet-50 features (spec 1) of the Moments in Time model
+(``moments_models``: ``moments_RGB_imagenet_resnet3d50_segment16.pth.tar`` and its multi-label
+``multi_moments_v2`` sibling, ``{'state_dict': {'module.conv1.weight', ..., 'module.last_linear.*'}}``)
+and the Kinetics model of ``pretorched`` (``resnet3d50_kinetics-bd7d15a4.pth``, a plain state dict with
+``fc.*``). Both are the same network: a 7x7x7 stem conv (stride 1x2x2), a 3x3x3 max-pool (stride 2),
+bottleneck stages whose first block strides 2 in time and space, average pool, a classifier.
+``ResNet3d`` reproduces that layout and names; ``convert_backbone_state_dict`` maps either published
+file onto it strictly (the classifier is checked and dropped: features are taken before it).
+Tests use random weights and narrow configurations.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+
+from common.checkpoint import load_checkpoint_file, load_state_dict_strict
+from common.errors import InputError
 
 ARCHS = {"resnet3d50": (3, 4, 6, 3), "resnet3d26": (2, 2, 2, 2), "resnet3d14": (1, 1, 1, 1)}
 TORCHVISION_ARCHS = {"tv_r3d_18": "r3d_18", "tv_mc3_18": "mc3_18", "tv_r2plus1d_18": "r2plus1d_18"}
@@ -66,10 +78,10 @@ class ResNet3d(nn.Module):
         super().__init__()
         self.config = config
         w = config.width
-        self.conv1 = nn.Conv3d(3, w, kernel_size=(3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False)
+        self.conv1 = nn.Conv3d(3, w, kernel_size=7, stride=(1, 2, 2), padding=3, bias=False)
         self.bn1 = nn.BatchNorm3d(w)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+        self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
         in_planes = w
         for i, blocks in enumerate(config.layers):
             planes = w * 2**i
@@ -113,3 +125,51 @@ def build_backbone(arch: str = "resnet3d50", width: int = 64) -> nn.Module:
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r} (choices: {', '.join([*ARCHS, *TORCHVISION_ARCHS])})")
     return ResNet3d(BackboneConfig(layers=ARCHS[arch], width=width))
+
+
+CLASSIFIER_NAMES = ("last_linear", "fc")  # moments_models renames fc to last_linear; pretorched keeps fc
+
+
+def convert_backbone_state_dict(obj: Any, model: nn.Module, source: str | Path) -> dict[str, torch.Tensor]:
+    """A published 3D ResNet-50 file (or this backbone's own state dict) -> ``model``'s keys.
+
+    Accepts ``{'state_dict': ...}`` (moments_models) or a plain state dict (pretorched); strips
+    DataParallel's ``module.``; checks and drops the classifier (``last_linear.*`` or ``fc.*``, shape
+    [classes, feature_dim]); BatchNorm ``num_batches_tracked`` counters, which files saved before
+    PyTorch 0.4.1 lack, are filled with 0 only when all of them are missing. Every other key must match.
+    """
+    state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else obj
+    if not isinstance(state, Mapping) or not state:
+        raise InputError(source, "expected a state dict (or a dict with 'state_dict') of backbone weights",
+                         field="state_dict")
+    state = {(k[len("module."):] if isinstance(k, str) and k.startswith("module.") else k): v
+             for k, v in state.items()}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise InputError(source, f"weight {key!r} is {type(value).__name__}, not a tensor", field=str(key))
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise InputError(source, f"weight {key!r} holds NaN or inf values", field=str(key))
+    feature_dim = model.config.feature_dim if isinstance(model, ResNet3d) else None
+    classifiers = [name for name in CLASSIFIER_NAMES if f"{name}.weight" in state]
+    if len(classifiers) > 1:
+        raise InputError(source, "holds both last_linear.* and fc.* classifiers", field="fc.weight")
+    for name in classifiers:
+        weight = state.pop(f"{name}.weight")
+        bias = state.pop(f"{name}.bias", None)
+        if weight.dim() != 2 or (feature_dim is not None and weight.shape[1] != feature_dim):
+            raise InputError(source, f"classifier shape {list(weight.shape)} does not take {feature_dim}-d "
+                                     "features (is this a 3D ResNet-50?)", field=f"{name}.weight")
+        if bias is None or bias.shape != weight.shape[:1]:
+            raise InputError(source, f"missing or mis-shaped classifier bias for {list(weight.shape)}",
+                             field=f"{name}.bias")
+    counters = [k for k in model.state_dict() if k.endswith("num_batches_tracked")]
+    if counters and not any(k in state for k in counters):
+        state.update({k: torch.zeros((), dtype=torch.long) for k in counters})
+    return state
+
+
+def load_backbone_weights(model: nn.Module, path: str | Path, trust: bool = False) -> nn.Module:
+    """Read ``path`` with the restricted loader, convert it and load it strictly into ``model``."""
+    obj = load_checkpoint_file(path, trust=trust)
+    load_state_dict_strict(model, convert_backbone_state_dict(obj, model, path), strict=True, source=path)
+    return model

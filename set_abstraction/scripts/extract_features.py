@@ -2,9 +2,10 @@
 
 Writes <out_dir>/<basemodel_name>_<dataset>_<split>_features.pth (FloatTensor[N, D], one row per video
 in listfile order) and <out_dir>/<dataset>_<split>_listfile.txt (`<name> <num_frames> <label>`; kinetics
-names drop the extension, which the loader adds back as '.mp4'). Videos are decoded with OpenCV, N
-frames sampled uniformly, resized, normalised and passed through a 3D ResNet (random weights unless
---weights gives a state dict).
+names drop the extension, which the loader adds back as '.mp4'). N frames are sampled uniformly and only
+those are decoded (decord, else PyAV seeking to keyframes, else OpenCV), resized, normalised and passed
+through a 3D ResNet (random weights unless --weights gives the published Moments/Kinetics 3D ResNet-50 or
+a state dict of this backbone). A video that does not decode is reported and skipped (--strict: stop).
 """
 from __future__ import annotations
 
@@ -12,18 +13,18 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
+import sys
+
 import numpy as np
 import torch
 
-from common.checkpoint import (atomic_torch_save, atomic_write_text, extract_state_dict, load_checkpoint_file,
-                               load_state_dict_strict, remap_keys)
+from common.checkpoint import atomic_torch_save, atomic_write_text
 from common.distributed import progress
 from common.errors import InputError, run_cli
 from common.safe_pickle import add_trust_flag
-from set_abstraction.backbone import ARCHS, TORCHVISION_ARCHS, build_backbone
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v")
+from common.threads import add_num_threads_flag, apply_num_threads
+from set_abstraction.backbone import ARCHS, TORCHVISION_ARCHS, build_backbone, load_backbone_weights
+from set_abstraction.video import READERS, VIDEO_EXTENSIONS, read_frames, resize_frames
 
 
 def list_videos(video_dir: Path) -> list[Path]:
@@ -31,24 +32,15 @@ def list_videos(video_dir: Path) -> list[Path]:
     return sorted(p for p in video_dir.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
 
 
-def read_clip(path: Path, num_frames: int, size: int) -> tuple[np.ndarray, int]:
-    """``num_frames`` RGB frames sampled uniformly, resized to size x size: ([T, H, W, 3] uint8, total frames)."""
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            frames.append(frame)
-    finally:
-        capture.release()
-    if not frames:
-        raise InputError(path, "no frame could be decoded")
-    index = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
-    clip = [cv2.resize(cv2.cvtColor(frames[i], cv2.COLOR_BGR2RGB), (size, size), interpolation=cv2.INTER_AREA)
-            for i in index]
-    return np.stack(clip), len(frames)
+def read_clip(path: Path, num_frames: int, size: int, reader: str = "auto",
+              allow_short: bool = False) -> tuple[np.ndarray, int]:
+    """``num_frames`` RGB frames sampled uniformly, resized to size x size: ([T, H, W, 3] uint8, total frames).
+
+    Only the sampled frames are decoded (``set_abstraction.video``); the indices are the ones this script
+    always used, ``linspace(0, total - 1, num_frames).round()``.
+    """
+    clip = read_frames(path, num_frames, reader=reader, allow_short=allow_short)
+    return resize_frames(clip.frames, size), clip.total
 
 
 def to_tensor(clip: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -78,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the backbone runs")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights when --weights is not given")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--reader", default="auto", choices=READERS,
+                   help="video decoder: auto picks decord when installed, else pyav, else opencv")
+    p.add_argument("--repeat_short_clips", action="store_true",
+                   help="sample a video with fewer frames than --num_frames by repeating frames (earlier "
+                        "behaviour) instead of skipping it as unreadable")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first video that cannot be read instead of reporting and skipping it")
+    add_num_threads_flag(p)
     return p
 
 
@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Decode, embed and write the features file and listfile."""
     args = build_parser().parse_args(argv)
+    apply_num_threads(args.num_threads)
     video_dir, out_dir = Path(args.video_dir), Path(args.out_dir)
     features_path = out_dir / f"{args.basemodel_name}_{args.dataset}_{args.split}_features.pth"
     listfile_path = out_dir / f"{args.dataset}_{args.split}_listfile.txt"
@@ -102,8 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as err:
         raise InputError("--arch", str(err)) from None
     if args.weights:
-        state = extract_state_dict(load_checkpoint_file(args.weights, trust=args.trust_checkpoint))
-        load_state_dict_strict(model, remap_keys(state, strip_prefix="module."), source=args.weights)
+        load_backbone_weights(model, args.weights, trust=args.trust_checkpoint)
     model.eval().to(args.device)
     classes = sorted({v.relative_to(video_dir).parts[0] for v in videos if len(v.relative_to(video_dir).parts) > 1})
     rows, lines = [], []
@@ -114,9 +114,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(model(torch.stack(batch).to(args.device)).cpu())
             batch.clear()
 
+    skipped = []
     for video in progress(videos, desc="extract", unit="video"):
         rel = video.relative_to(video_dir)
-        clip, total = read_clip(video, args.num_frames, args.frame_size)
+        try:
+            clip, total = read_clip(video, args.num_frames, args.frame_size, args.reader, args.repeat_short_clips)
+        except InputError as err:
+            if args.strict:
+                raise
+            print(f"skipped: {err}", file=sys.stderr)  # one line naming the file; the others go on
+            skipped.append(str(rel))
+            continue
         batch.append(to_tensor(clip, model.config.mean, model.config.std))
         name = rel.with_suffix("").as_posix() if args.dataset == "kinetics" else rel.as_posix()
         label = classes.index(rel.parts[0]) if len(rel.parts) > 1 else 0
@@ -124,10 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(batch) == args.batch_size:
             flush()
     flush()
+    if not rows:
+        raise InputError(video_dir, f"none of the {len(videos)} videos could be read (see the lines above)")
     features = torch.cat(rows).float()
     atomic_torch_save(features, features_path)  # creates out_dir; a crash never leaves a half-written file
     atomic_write_text(listfile_path, "\n".join(lines) + "\n")
-    print(f"wrote {features_path} {list(features.shape)} and {listfile_path} ({len(lines)} videos)")
+    print(f"wrote {features_path} {list(features.shape)} and {listfile_path} ({len(lines)} videos"
+          + (f", {len(skipped)} skipped: {', '.join(skipped)})" if skipped else ")"))
     return 0
 
 
