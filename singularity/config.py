@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def parse_overrides(tokens: Sequence[str]) -> list[str]:
     for token in tokens:
         if token.startswith("--local_rank") or token.startswith("--local-rank"):
             continue  # LOCAL_RANK is read from the environment (pitfall 9.16 F)
+        if token == "--trust_checkpoint":  # the flag every pickle-reading CLI of the project has
+            kept.append("trust_checkpoint=True")
+            continue
         if token.startswith("-") or "=" not in token:
             raise InputError("command line", f"cannot parse {token!r}: {USAGE}")
         kept.append(token)
@@ -136,8 +140,8 @@ def check_overrides(path: Path, base: DictConfig, overrides: DictConfig) -> None
         elif any(k.startswith(key + ".") for k in list(known) + list(optional)) and isinstance(new, dict):
             continue  # a mapping given whole: its entries are checked one by one
         else:
-            raise InputError(path, f"unknown config key given on the command line{_closest(key, list(known) + list(optional))}",
-                             field=key)
+            hint = _closest(key, list(known) + list(optional))
+            raise InputError(path, f"unknown config key given on the command line{hint}", field=key)
         if isinstance(old, dict) and isinstance(new, dict):
             continue
         if key in INT_OR_MAPPING and isinstance(new, (int, dict)) and not isinstance(new, bool):
@@ -149,6 +153,10 @@ def check_overrides(path: Path, base: DictConfig, overrides: DictConfig) -> None
             article = "an" if want[0] in "aeiou" else "a"
             raise InputError(path, f"expected {article} {want} value (like the config's {old!r}), got {new!r}",
                              field=key)
+
+
+def _is_sample_type(value) -> bool:
+    return value in ("rand", "middle") or bool(re.fullmatch(r"fps\d+(\.\d+)?", str(value)))
 
 
 def _at_least(minimum):
@@ -171,6 +179,8 @@ RANGES: dict[str, tuple] = {
     "eval_frame_ensemble": (lambda v: v in ("concat", "mean", "max", "lse"), "must be concat, mean, max or lse"),
     "scheduler.sched": (lambda v: v == "cosine", "must be cosine (the only schedule of the original)"),
     "video_input.reader": (lambda v: v in ("decord", "av", "opencv"), "must be decord, av or opencv"),
+    "video_input.sample_type": (lambda v: _is_sample_type(v), "must be rand, middle or fps<x> (e.g. fps0.5)"),
+    "video_input.sample_type_test": (lambda v: _is_sample_type(v), "must be rand, middle or fps<x> (e.g. fps0.5)"),
 }
 
 
@@ -178,16 +188,37 @@ def check_ranges(path: Path, config: DictConfig) -> None:
     """Obvious value ranges (``batch_size.video=-4``, ``scheduler.epochs=0``) -> one-line errors."""
     for key, (ok, rule) in RANGES.items():
         value = OmegaConf.select(config, key, throw_on_resolution_failure=False)
-        if value is None or isinstance(value, bool):
+        if value is None or isinstance(value, (bool, DictConfig, ListConfig)):
             continue
-        if isinstance(value, (int, float)) or key in ("eval_frame_ensemble", "scheduler.sched", "video_input.reader"):
-            if not ok(value):
-                raise InputError(path, f"{rule}, got {value!r}", field=key)
+        try:
+            fine = ok(value)
+        except TypeError:
+            fine = False
+        if not fine:
+            raise InputError(path, f"{rule}, got {value!r}", field=key)
     max_txt = OmegaConf.select(config, "max_txt_l", throw_on_resolution_failure=False)
     for key, value in ({"max_txt_l": max_txt} if not isinstance(max_txt, DictConfig) else
                        {f"max_txt_l.{k}": v for k, v in max_txt.items()}).items():
         if isinstance(value, int) and value < 2:
             raise InputError(path, f"must be >= 2 ([CLS] and one token), got {value}", field=key)
+
+
+def check_consistency(path: Path, config: DictConfig) -> None:
+    """Key combinations that would fail only after training (spec 4.6, pitfall 9.18): refused up front."""
+    select = lambda key: OmegaConf.select(config, key, throw_on_resolution_failure=False)  # noqa: E731
+    if select("eval_x_only"):
+        raise InputError(path, "eval_x_only=True is not supported (it crashed in the original, pitfall 9.18)",
+                         field="eval_x_only")
+    ensemble, frames = select("eval_frame_ensemble"), select("video_input.num_frames")
+    if ensemble not in (None, "concat") and frames not in (None, 1):
+        raise InputError(path, f"eval_frame_ensemble={ensemble} (late fusion) needs video_input.num_frames=1, got "
+                               f"{frames} (spec 4.6)", field="eval_frame_ensemble")
+    test_file, test_types = select("test_file"), select("test_types")
+    if isinstance(test_file, DictConfig) and test_types is not None:
+        for name in test_types:
+            if name is not None and name not in test_file:
+                raise InputError(path, f"{name!r} is not a test_file entry ({', '.join(test_file.keys())})",
+                                 field="test_types")
 
 
 def load_config(path_or_name: str, overrides: Sequence[str] = (), require_env: bool = True) -> DictConfig:
@@ -212,6 +243,7 @@ def load_config(path_or_name: str, overrides: Sequence[str] = (), require_env: b
         os.environ.setdefault("SL_DATA_DIR", "SL_DATA_DIR_UNSET")
     convert_types(config)
     check_ranges(path, config)
+    check_consistency(path, config)
     if config.get("debug"):
         config.wandb.enable = False
     if config.get("evaluate"):

@@ -358,7 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--task", choices=["pretrain", "retrieval", "vqa"], default="retrieval",
                         help="model the converted file is for (default: retrieval)")
     add_trust_flag(parser)
-    parser.add_argument("overrides", nargs="*", help="config key=value overrides for the target model (e.g. image_res=384 resize_learned_tables=True)")
+    parser.add_argument("overrides", nargs="*",
+                        help="config key=value overrides for the target model (e.g. image_res=384 "
+                             "resize_learned_tables=True)")
     args = parser.parse_args(argv)
     if args.check_keys:
         sections = read_key_file(args.check_keys)

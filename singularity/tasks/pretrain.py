@@ -9,7 +9,7 @@ if __package__ in (None, ""):  # run as a file: make the monorepo importable (ab
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from common.distributed import barrier, is_main_process
-from common.errors import run_cli
+from common.errors import InputError, run_cli
 from singularity.config import setup_config
 from singularity.data.build import retrieval_eval_loaders, train_meta_loader
 from singularity.engine import (check_output_dir, log_wandb, prepare_model, prepare_training, save_checkpoint,
@@ -24,7 +24,8 @@ logger = logging.getLogger("singularity")
 def run_pretrain(config) -> dict:
     """Train ``scheduler.epochs`` epochs; zero-shot retrieval on every ``test_file`` entry after each epoch."""
     if cfg_get(config, "evaluate", False):
-        raise ValueError("tasks/pretrain.py has no evaluate mode: evaluate with eval_ret.sh / tasks/retrieval.py")
+        raise InputError("command line", "tasks/pretrain.py has no evaluate mode: evaluate with eval_ret.sh / "
+                                         "tasks/retrieval.py", field="evaluate")
     runtime = setup_runtime(config)
     check_output_dir(config)  # before any work: a failed launch leaves no directory
     tokenizer = TextTokenizer(str(cfg_get(config, "text_encoder")))

@@ -10,9 +10,9 @@ if __package__ in (None, ""):  # run as a file: make the monorepo importable (ab
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from common.distributed import barrier
-from common.errors import run_cli
+from common.errors import InputError, run_cli
 from singularity.config import setup_config
-from singularity.data.build import retrieval_eval_loaders, train_meta_loader
+from singularity.data.build import as_spec_list, retrieval_eval_loaders, train_meta_loader
 from singularity.engine import (check_output_dir, log_wandb, max_text_len, prepare_model, prepare_training,
                                 save_checkpoint, setup_output_dir, setup_runtime, setup_wandb, train_one_epoch,
                                 write_json)
@@ -67,7 +67,8 @@ def run_retrieval(config) -> dict:
     train_loader = None if evaluate_only else train_meta_loader(
         config, bool(cfg_get(config, "has_multi_vision_gt", False)), bool(cfg_get(config, "is_paragraph_retrieval", False)))
     if train_loader is not None and len(train_loader.loaders) != 1:
-        raise ValueError("retrieval fine-tuning needs a single media type in train_file")
+        raise InputError(", ".join(str(spec[0]) for spec in as_spec_list(cfg_get(config, "train_file"))),
+                         "retrieval fine-tuning needs a single media type in train_file", field="train_file")
     model, wrapped, checkpoint = prepare_model("retrieval", config, runtime, tokenizer)
     output_dir = setup_output_dir(config)
     if evaluate_only:

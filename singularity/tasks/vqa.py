@@ -31,9 +31,14 @@ def load_answer_list(path: str) -> list[str]:
     """The candidate answers (JSON list of str)."""
     if not Path(path).is_file():
         raise InputError(path, "answer list not found", field="answer_list")
-    answers = json.loads(Path(path).read_text())
+    try:
+        answers = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"not valid JSON ({err.msg} at line {err.lineno})", field="answer_list") from None
     if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
         raise InputError(path, "expected a JSON list of answer strings", field="answer_list")
+    if not answers:
+        raise InputError(path, "the answer list is empty", field="answer_list")
     return answers
 
 

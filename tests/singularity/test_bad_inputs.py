@@ -87,6 +87,11 @@ class World:
         path.write_text(json.dumps(records))
         return str(path)
 
+    def text(self, name: str, content: str) -> str:
+        path = self.tmp / name
+        path.write_text(content)
+        return str(path)
+
     def test_records(self, n: int = 2) -> list[dict]:
         return json.loads((self.syn / "anno_downstream" / "syn_ret_test.json").read_text())[:n]
 
@@ -144,9 +149,7 @@ def truncated_checkpoint(w: World) -> str:
 
 
 def text_checkpoint(w: World) -> str:
-    path = w.tmp / "notes.pth"
-    path.write_text("these are my notes, not a checkpoint\n")
-    return str(path)
+    return w.text("notes.pth", "these are my notes, not a checkpoint\n")
 
 
 def no_model_checkpoint(w: World) -> str:
@@ -223,6 +226,14 @@ CASES = [
     Case("train_smaller_than_one_batch", retrieval_main,
          lambda w: ret(w, f"train_file=[{w.anno('three.json', w.test_records(3))},{w.media()},video]"),
          ["three.json", "field 'batch_size.video'", "zero iterations"]),
+    Case("empty_answer_list", vqa_main,
+         lambda w: [w.config("qa_syn"), f"output_dir={w.out}", "evaluate=True",
+                    f"answer_list={w.anno('answers.json', [])}"],
+         ["answers.json", "field 'answer_list'", "answer list is empty"]),
+    Case("answer_list_not_json", vqa_main,
+         lambda w: [w.config("qa_syn"), f"output_dir={w.out}", "evaluate=True",
+                    "answer_list=" + w.text("answers.txt", "red\nblue\n")],
+         ["answers.txt", "field 'answer_list'", "not valid JSON"]),
     # unreadable media during evaluation: an error naming the file, never replaced by another record
     Case("unreadable_video_retrieval", retrieval_main,
          lambda w: ret(w, "evaluate=True", f"test_file.syn_test=[{w.anno('bad_test.json', bad_eval_records(w))},"

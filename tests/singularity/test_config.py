@@ -8,10 +8,10 @@ from singularity.config import CONFIG_DIR, load_config, parse_overrides
 
 def test_merge_none_and_lists(monkeypatch):
     monkeypatch.setenv("SL_DATA_DIR", "/data/sl")
-    cfg = load_config("ret_msrvtt.yaml", ["optimizer.lr=3e-4", "stop_key=None", "test_types=[a,None]",
+    cfg = load_config("ret_msrvtt.yaml", ["optimizer.lr=3e-4", "stop_key=None", "test_types=[msrvtt_1k_test,None]",
                                           "video_input.num_frames_test=12"])
     assert cfg.optimizer.lr == 3e-4 and cfg.stop_key is None
-    assert list(cfg.test_types) == ["a", None]  # None inside lists converted too (9.16 F)
+    assert list(cfg.test_types) == ["msrvtt_1k_test", None]  # None inside lists converted too (9.16 F)
     assert cfg.video_input.num_frames_test == 12
     assert cfg.train_file[0] == "/data/sl/anno_downstream/msrvtt_ret_train7k.json"
     assert cfg.wandb.enable is False

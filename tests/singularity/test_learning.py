@@ -3,6 +3,8 @@ import json
 
 import pytest
 
+from common.safe_pickle import torch_load
+
 
 @pytest.fixture(scope="module")
 def trained_retrieval(syn_dir, tiny_config, tmp_path_factory):
@@ -31,8 +33,6 @@ def test_retrieval_learns(trained_retrieval):
 
 
 def test_multiple_choice_with_retrieval_model(trained_retrieval, syn_dir, tiny_config):
-    import torch
-
     from singularity.tasks.retrieval_mc import run_mc
 
     out, _ = trained_retrieval
@@ -41,13 +41,13 @@ def test_multiple_choice_with_retrieval_model(trained_retrieval, syn_dir, tiny_c
     # chance 20 (5 options); spec 10.3 asks >= 80: 93.75 here, 87.5 / 87.5 / 81.25 with 3 other data/training seeds
     assert acc >= 80, acc
     assert json.loads((out.parent / "mc" / "eval_res.json").read_text()) == {"test": acc}
-    preds = torch.load(out.parent / "mc" / "prediction_scores.pth", weights_only=False)
+    preds = torch_load(out.parent / "mc" / "prediction_scores.pth")  # restricted: numpy arrays only
     assert len(preds) == 16 and set(preds[0]) >= {"video", "options", "answer", "pred_ans_ensemble",
                                                   "pred_scores_ensemble"}
     late = run_mc(tiny_config(syn_dir, "mc_syn", f"output_dir={out.parent / 'mc_max'}", "eval_frame_ensemble=max",
                               f"pretrained_path={out / 'ckpt_best.pth'}"))
     assert 0 <= late <= 100
-    preds = torch.load(out.parent / "mc_max" / "prediction_scores.pth", weights_only=False)
+    preds = torch_load(out.parent / "mc_max" / "prediction_scores.pth")
     assert preds[0]["pred_scores_frame"].shape == (4, 5)
 
 
@@ -77,7 +77,9 @@ def test_temporal_model_learns_direction(trained_retrieval, syn_dir, tiny_config
     init = f"pretrained_path={out / 'ckpt_best.pth'}"
     single = run_retrieval(tiny_config(syn_dir, "temporal_1frm_syn", "evaluate=True", init,
                                        f"output_dir={tmp_path / 'one'}"))
-    assert single["motion_test_emb/"]["txt_r1"] == 50.0  # frame order is invisible to the 1-frame model
+    # frame order is invisible to the 1-frame model: a clip's two direction captions score the same up to float
+    # rounding (mean over the same frames in another order), so which wins is rounding noise around chance (50)
+    assert 37.5 <= single["motion_test_emb/"]["txt_r1"] <= 62.5, single
     temporal = run_retrieval(tiny_config(syn_dir, "temporal_syn", init, "allow_partial=True",
                                          f"output_dir={tmp_path / 'temporal'}", "eval_after_training=False"))
     assert temporal["motion_test_emb/"]["txt_r1"] >= 75, temporal
