@@ -174,6 +174,11 @@ def retrieval_main(argv):
     return main(argv)
 
 
+def pretrain_main(argv):
+    from singularity.tasks.pretrain import main
+    return main(argv)
+
+
 def mc_main(argv):
     from singularity.tasks.retrieval_mc import main
     return main(argv)
@@ -216,7 +221,17 @@ CASES = [
          ["ret_syn.yaml", "field 'batch_size'", "expected a mapping"]),
     Case("override_bad_ensemble", retrieval_main, lambda w: ret(w, "evaluate=True", "eval_frame_ensemble=avg"),
          ["ret_syn.yaml", "field 'eval_frame_ensemble'", "concat, mean, max or lse"]),
+    Case("override_unknown_test_type", retrieval_main, lambda w: ret(w, "test_types=[syn_tset]"),
+         ["ret_syn.yaml", "field 'test_types'", "'syn_tset' is not a test_file entry"]),
+    Case("override_bad_sample_type", retrieval_main, lambda w: ret(w, "video_input.sample_type=random"),
+         ["ret_syn.yaml", "field 'video_input.sample_type'", "rand, middle or fps<x>"]),
+    Case("pretrain_has_no_evaluate_mode", pretrain_main,
+         lambda w: [w.config("pretrain_syn"), f"output_dir={w.out}", "evaluate=True"],
+         ["field 'evaluate'", "no evaluate mode"]),
     # annotations
+    Case("train_record_without_caption", retrieval_main,
+         lambda w: ret(w, f"train_file=[{w.anno('nocap.json', [{'video': 'a.mp4'}])},{w.media()},video]"),
+         ["nocap.json", "record 0", "field 'caption'"]),
     Case("empty_train_annotations", retrieval_main,
          lambda w: ret(w, f"train_file=[{w.anno('empty_train.json', [])},{w.media()},video]"),
          ["empty_train.json", "annotation list is empty"]),
