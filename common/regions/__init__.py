@@ -4,6 +4,6 @@ Shared by VisualCOMET (detectron2 Mask R-CNN R101-C4 features for given boxes) a
 (bottom-up-attention Faster R-CNN R101-C4 with attributes). One concept per file:
 ``boxes`` (box ops, anchors, greedy NMS), ``pooling`` (ROIAlignV2, Caffe RoIPool), ``trunk`` (frozen-BN
 ResNet C4 and its res5 head), ``detectors`` (the two detectors' module trees and forward passes),
-``image`` (reading and test-time resizing), ``weights`` (strict import of the released weight files),
+``image`` (reading and test-time resizing), ``extract`` (one image to features or detected regions), ``weights`` (strict import of the released weight files),
 ``convert`` (``python -m common.regions.convert --check-keys``).
 """
