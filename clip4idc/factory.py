@@ -113,17 +113,18 @@ def _clip_source(args, intra: int, patch: str, log: logging.Logger):
 
 
 def load_init_model(model, path: str | Path, stage: str, partial: bool = False, trust: bool = False,
-                    log: logging.Logger = logger) -> set[str]:
+                    training: bool = True, log: logging.Logger = logger) -> set[str]:
     """Load an --init_model file into `model` strictly; returns the names of the model tensors it set.
 
     Two mismatches are the original's own recipe and are accepted, and logged: a stage-1 (retrieval)
-    file has no decoder at all when it starts stage 2, and a stage-2 file's decoder is not used by
-    stage 1. Anything else missing or left over is an error unless `partial` (--init_model_partial).
+    file has no decoder at all when it starts stage-2 training (not when only evaluating: that would
+    caption with a random decoder), and a stage-2 file's decoder is not used by stage 1. Anything else
+    missing or left over is an error unless `partial` (--init_model_partial).
     """
     sd = read_model_state_dict(path, trust=trust)
     own = model.state_dict()
     expected_missing: set[str] = set()
-    if stage == "caption" and not any(k.startswith("decoder.") for k in sd):
+    if stage == "caption" and training and not any(k.startswith("decoder.") for k in sd):
         expected_missing = {k for k in own if k.startswith("decoder.")}
         log.info("--init_model %s holds no caption decoder (a stage-1 checkpoint): the decoder's %d tensors "
                  "start from their initialisation, as in the original's IDC fine-tuning", path, len(expected_missing))
@@ -175,7 +176,8 @@ def create_model(args, stage: str, log: logging.Logger = logger):
     loaded: set[str] = set()
     if args.init_model:
         loaded = load_init_model(model, args.init_model, stage, partial=getattr(args, "init_model_partial", False),
-                                 trust=getattr(args, "trust_checkpoint", False), log=log)
+                                 trust=getattr(args, "trust_checkpoint", False),
+                                 training=getattr(args, "do_train", True), log=log)
     if no_weights is not None:
         random = [k for k in model.state_dict() if k.startswith("clip.") and k not in loaded
                   and not k.startswith(PAIR_PARAMS)]

@@ -237,6 +237,10 @@ def _case_stage1_missing_clip_key(tmp, ctx, out):
         "ret_no_ln_mid.bin", "field 'clip.visual.ln_mid.weight'", "--init_model_partial"]
 
 
+def _case_eval_with_stage1_checkpoint(tmp, ctx, out):
+    return caption_main, _caption_eval(ctx, out, ctx["ret"]), ["ret.bin", "field 'decoder.", "--init_model_partial"]
+
+
 def _case_shape_mismatch(tmp, ctx, out):
     sd = _with(ctx["cap_sd"], "clip.visual.joint_positional_embedding", torch.zeros(7, 64))
     bad = _in_cap_dir(tmp, ctx, "wrong_shape.bin", sd)
@@ -356,6 +360,7 @@ def _case_jit_setstate(tmp, ctx, out):
 CASES = [
     pytest.param(_case_missing_decoder_key, id="missing_decoder_key"),
     pytest.param(_case_stage1_missing_clip_key, id="stage1_checkpoint_missing_clip_key"),
+    pytest.param(_case_eval_with_stage1_checkpoint, id="caption_eval_of_stage1_checkpoint"),
     pytest.param(_case_shape_mismatch, id="shape_mismatch"),
     pytest.param(_case_nan_weights, id="nan_weights"),
     pytest.param(_case_integer_weights, id="integer_weights"),
