@@ -2,7 +2,9 @@
 
     python -m visualcomet.demo --data_dir runs/synthetic/visualcomet --out runs/demo/visualcomet
 
-Writes ``metrics.json`` ({"results": [...], "seconds": ...}), ``report.md`` and PNGs under ``--out``.
+Writes ``metrics.json`` ({"results": [...], "seconds": ...}), ``report.md`` and PNGs under ``--out``: the
+generations, the metric bars and ``curves.png`` (training loss, validation loss / perplexity of both models from their
+``metrics.jsonl``, drawn by ``common.plot_metrics``).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from common.errors import run_cli
 from common.safe_pickle import add_trust_flag
+from common.threads import apply_num_threads
 
 
 def train_model(data_dir: Path, out: Path, steps: int, no_image: bool, trust: bool = False) -> dict:
@@ -70,6 +73,7 @@ def bar_chart(results: list[dict], path: Path) -> None:
 def run(data_dir: Path, out: Path, steps: int = 300, trust: bool = False) -> dict:
     """The whole demo; returns the metrics.json content (``trust``: full unpickling of the data's pickles)."""
     from common.checkpoint import atomic_write_json, atomic_write_text
+    from common.plot_metrics import plot_runs
     from visualcomet import synthetic
     from visualcomet.scripts import evaluate_generation, run_generation, run_rank, visualize
 
@@ -105,6 +109,7 @@ def run(data_dir: Path, out: Path, steps: int = 300, trust: bool = False) -> dic
         results.append({"name": key, "value": lang["image"][key], "baseline": lang["text"][key],
                         "baseline_kind": "ablation"})
     bar_chart(results, out / "metrics.png")
+    plot_runs([models["image"], models["text"]], out / "curves.png", names=["loss", "perplexity"])
     seconds = time.time() - t0
     metrics = {"results": results, "seconds": seconds}
     atomic_write_json(out / "metrics.json", metrics)
@@ -133,6 +138,7 @@ First val generations of the image model (image 0):
 
 ![generations](generations.png)
 ![metrics](metrics.png)
+![training curves](curves.png)
 
 Total time: {seconds:.0f} s.
 """
@@ -146,12 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data_dir", default="runs/synthetic/visualcomet", help="dataset (synthetic one made if empty)")
     p.add_argument("--out", default="runs/demo/visualcomet", help="where metrics.json, report.md and PNGs go")
     p.add_argument("--steps", type=int, default=300, help="optimizer steps per model")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (tiny models run best on one)")
+    p.add_argument("--num_threads", "--threads", dest="num_threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the tiny models run best on one, and the demo's numbers are "
+                        "bit-reproducible from its seeds with a fixed thread count)")
     add_trust_flag(p)
     args = p.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
+    apply_num_threads(args.num_threads)
     metrics = run(Path(args.data_dir), Path(args.out), args.steps, args.trust_checkpoint)
     print(json.dumps(metrics, indent=1))
     return 0

@@ -15,6 +15,21 @@ from common.errors import InputError
 METRIC_KEYS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "CIDEr")
 
 
+def log_results(run_dir: str | Path, values: dict[str, Any], report_to: Any = (), split: str = "val") -> None:
+    """Append an evaluation's numbers to ``<run_dir>/metrics.jsonl`` (common schema), at the run's last logged step.
+
+    ``run_dir`` is the directory of the model (or of its outputs); the step is the largest one already in its
+    ``metrics.jsonl`` (the training's final step), 0 for a model trained elsewhere.
+    """
+    from common.experiment_log import METRICS_NAME, ExperimentLog, read_metrics
+
+    run_dir = Path(run_dir)
+    step = max((r["step"] for r in read_metrics(run_dir)), default=0) if (run_dir / METRICS_NAME).is_file() else 0
+    numbers = {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    with ExperimentLog(run_dir, report_to=report_to) as experiment:
+        experiment.log(numbers, step=step, split=split)
+
+
 def read_json_list(path: str | Path, what: str) -> list:
     """A JSON list from ``path`` or an InputError naming it."""
     path = Path(path)

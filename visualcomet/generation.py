@@ -6,6 +6,7 @@ and one-by-one generation give the same samples. ``shared_stream=True`` (O) draw
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -15,6 +16,17 @@ from common.errors import InputError
 from visualcomet.model import VisualCometLMHead
 
 VISUAL_KEYS = ("img_feats", "boxes_mask", "person_ids", "subject_ids", "boxes")
+
+
+def amp_context(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """``--amp`` of the inference scripts: bf16 (CPU/CUDA) or fp16 (CUDA) autocast; ``none`` runs fp32."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    if amp == "fp16" and device.type != "cuda":
+        raise InputError("--amp", "fp16 autocast needs a CUDA device; use --amp bf16 on CPU")
+    if amp not in ("bf16", "fp16"):
+        raise InputError("--amp", f"expected none, bf16 or fp16, got {amp!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def top_k_top_p_filtering(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0,
@@ -137,6 +149,9 @@ def beam_search_original(model: VisualCometLMHead, prompt: torch.Tensor, visual:
                          return_scores: bool = False) -> list[list[int]] | list[tuple[float, list[int]]]:
     """The original's ``beam_search_sequence`` (``--do_sample 0``): exactly ``num_beams`` continuations of ``prompt``.
 
+    This per-prompt version (Python loop over the candidates) is the readable reference; the scripts run
+    ``beam_search_batch``, which gives the same results for many prompts at once (tested).
+
     What it does, step for step like the original (2.4.1 ``BeamHypotheses``, length penalty 1, no early stopping):
     beams start from the prompt (P tokens) with scores [0, -1e9, ...]; each of the ``length`` steps adds the
     next-token log-probabilities to the beam scores and walks the 2*num_beams best (beam, token) pairs, best first:
@@ -187,6 +202,8 @@ def beam_search_clean(model: VisualCometLMHead, prompt: torch.Tensor, visual: di
                       num_return: int | None = None,
                       return_scores: bool = False) -> list[list[int]] | list[tuple[float, list[int]]]:
     """Textbook beam search (``--beam_search clean``): up to ``num_return`` distinct continuations, best first.
+
+    Per-prompt reference of ``beam_search_batch(..., variant="clean")`` (which the scripts run).
 
     Each step walks the 2*num_beams best (beam, token) extensions by summed log-prob: one ending in <|e_in|> is a
     finished hypothesis scored (summed log-prob incl. <|e_in|>) / (P + tokens before <|e_in|>) ** length_penalty,
@@ -246,15 +263,165 @@ def beam_search_clean(model: VisualCometLMHead, prompt: torch.Tensor, visual: di
     return ranked if return_scores else [seq for _, seq in ranked]
 
 
+class _BatchHypotheses:
+    """The n-best lists of B prompts as tensors: ``keep`` hypotheses each, with insertion stamps for the order.
+
+    ``add_original`` follows ``BeamHypotheses.add`` (append while fewer than ``keep`` are kept or the score beats the
+    lowest kept one; when over, the lowest - the earliest inserted among equal scores - is deleted); ``offer_clean``
+    follows ``beam_search_clean``'s ``offer`` (a sequence already kept is ignored; when over, the lowest - the latest
+    inserted among equal scores - is deleted). Both are vectorised over the prompts; scores are float64 like the
+    Python floats of the per-prompt versions.
+    """
+
+    def __init__(self, batch: int, keep: int, max_len: int, device: torch.device):
+        self.keep = keep
+        self.scores = torch.full((batch, keep), float("inf"), dtype=torch.float64, device=device)
+        self.tokens = torch.full((batch, keep, max(1, max_len)), -1, dtype=torch.long, device=device)
+        self.lengths = torch.zeros(batch, keep, dtype=torch.long, device=device)
+        self.stamps = torch.full((batch, keep), -1, dtype=torch.long, device=device)
+        self.count = torch.zeros(batch, dtype=torch.long, device=device)
+        self.clock = 0
+
+    def _kept(self) -> torch.Tensor:
+        return self.stamps >= 0
+
+    def worst(self) -> torch.Tensor:
+        """(B,) lowest kept score (+inf while the list is empty)."""
+        return torch.where(self._kept(), self.scores, torch.inf).min(1).values
+
+    def _store(self, rows: torch.Tensor, slot: torch.Tensor, score: torch.Tensor, seq: torch.Tensor) -> None:
+        """Write ``seq`` (B, t) with ``score`` into ``slot`` for the prompts in ``rows`` (bool (B,))."""
+        idx = rows.nonzero(as_tuple=True)[0]
+        if idx.numel() == 0:
+            return
+        s, t = slot[idx], seq.shape[1]
+        self.scores[idx, s] = score[idx]
+        self.tokens[idx, s] = -1
+        if t:
+            self.tokens[idx, s, :t] = seq[idx]
+        self.lengths[idx, s] = t
+        self.stamps[idx, s] = self.clock
+        self.clock += 1
+
+    def add_original(self, rows: torch.Tensor, score: torch.Tensor, seq: torch.Tensor) -> None:
+        """``BeamHypotheses.add`` for the prompts in ``rows``."""
+        full = self.count >= self.keep
+        accept = rows & (~full | (score > self.worst()))
+        open_slot = self.count.clamp(max=self.keep - 1)
+        # the lowest kept score, earliest stamp first among equal scores
+        key = torch.where(self._kept(), self.scores, torch.inf)
+        lowest = torch.where(key == key.min(1, keepdim=True).values, self.stamps, torch.iinfo(torch.long).max)
+        slot = torch.where(full, lowest.argmin(1), open_slot)
+        self._store(accept, slot, score, seq)
+        self.count += (accept & ~full).long()
+
+    def offer_clean(self, rows: torch.Tensor, score: torch.Tensor, seq: torch.Tensor) -> None:
+        """``beam_search_clean``'s ``offer`` for the prompts in ``rows``."""
+        t = seq.shape[1]
+        same = (self.lengths == t) & self._kept()
+        if t:
+            same &= (self.tokens[:, :, :t] == seq[:, None, :]).all(-1)
+        full = self.count >= self.keep
+        accept = rows & ~same.any(1) & (~full | (score > self.worst()))
+        key = torch.where(self._kept(), self.scores, torch.inf)
+        lowest = torch.where(key == key.min(1, keepdim=True).values, self.stamps, -1)
+        slot = torch.where(full, lowest.argmax(1), self.count.clamp(max=self.keep - 1))
+        self._store(accept, slot, score, seq)
+        self.count += (accept & ~full).long()
+
+    def results(self, best_first: bool) -> list[list[tuple[float, list[int]]]]:
+        """Per prompt: (score, tokens) in insertion order, or best first (equal scores: earlier inserted first)."""
+        out = []
+        for b in range(self.scores.shape[0]):
+            kept = [i for i in range(self.keep) if self.stamps[b, i] >= 0]
+            if best_first:
+                kept.sort(key=lambda i: (-float(self.scores[b, i]), int(self.stamps[b, i])))
+            else:
+                kept.sort(key=lambda i: int(self.stamps[b, i]))
+            out.append([(float(self.scores[b, i]), self.tokens[b, i, :int(self.lengths[b, i])].tolist())
+                        for i in kept])
+        return out
+
+
+@torch.no_grad()
+def beam_search_batch(model: VisualCometLMHead, prompts: torch.Tensor, visual: dict[str, torch.Tensor] | None,
+                      num_beams: int = 5, length: int = 20, e_in_id: int = 0, length_penalty: float = 1.0,
+                      variant: str = "original",
+                      return_scores: bool = False) -> list[list[list[int]]] | list[list[tuple[float, list[int]]]]:
+    """``beam_search_original`` / ``beam_search_clean`` for B prompts (B, P) at once: B*num_beams rows per forward.
+
+    The candidate selection is tensor code over all prompts and beams (no Python loop over beams): the 2*num_beams
+    best (beam, token) pairs per prompt are walked in order up to the num_beams-th pair that does not end in
+    <|e_in|>; those ending in <|e_in|> before it become hypotheses, the others the next beams; the KV cache is
+    reordered once per step. The n-best lists are ``_BatchHypotheses``. Results, scores included, are those of the
+    per-prompt functions (tested); with ``variant="clean"`` a prompt whose search has stopped is frozen while the
+    others go on, and the loop ends when all have stopped.
+    """
+    if variant not in BEAM_VARIANTS:
+        raise ValueError(f"beam search variant must be one of {BEAM_VARIANTS}, got {variant!r}")
+    model.eval()
+    K = num_beams
+    if 2 * K > model.config.vocab_size:
+        raise ValueError(f"{K} beams need a vocabulary of at least {2 * K} tokens")
+    B, P = prompts.shape
+    device = prompts.device
+    clean = variant == "clean"
+    hyps = _BatchHypotheses(B, K, length, device)
+    scores = torch.full((B, K), -1e9, device=device)
+    scores[:, 0] = 0.0
+    seqs = torch.zeros(B, K, 0, dtype=torch.long, device=device)
+    live = torch.ones(B, dtype=torch.bool, device=device)  # clean variant: prompts still searching
+    ids = prompts.repeat_interleave(K, dim=0)
+    out = model(ids, **(_repeat(visual, K) if visual else {}), use_cache=True)
+    cache = out["cache"]
+    order = torch.arange(2 * K, device=device)
+    for step in range(length):
+        logp = F.log_softmax(out["logits"][:, -1, :].float(), dim=-1).view(B, K, -1) + scores[:, :, None]
+        V = logp.shape[-1]
+        top, idx = torch.topk(logp.view(B, -1), 2 * K, dim=1)
+        beam, tok = idx // V, idx % V
+        ends = tok == e_in_id
+        walked = (torch.cumsum((~ends).long(), 1) - (~ends).long()) < K  # pairs before the K-th live one
+        last = step + 1 == length
+        ended = ends & walked if not (last and not clean) else torch.ones_like(ends)
+        denom = float((P + step) ** length_penalty)
+        for j in ended.any(0).nonzero(as_tuple=True)[0].tolist():  # candidate ranks (<= 2K), not beams
+            rows = ended[:, j] & live
+            prefix = seqs.gather(1, beam[:, j, None, None].expand(-1, 1, seqs.shape[2]))[:, 0]
+            if clean:
+                hyps.offer_clean(rows, top[:, j].double() / denom, prefix)
+            else:
+                hyps.add_original(rows, top[:, j].double() / denom, prefix)
+        if last and not clean:
+            break
+        pick = torch.argsort(ends.long() * 2 * K + order, dim=1)[:, :K]  # the first K live pairs, in order
+        src = beam.gather(1, pick)
+        seqs = torch.cat([seqs.gather(1, src[:, :, None].expand(-1, -1, seqs.shape[2])),
+                          tok.gather(1, pick)[:, :, None]], dim=2)
+        scores = top.gather(1, pick)
+        if clean:
+            best_possible = top[:, 0].double() / denom
+            stop = live & (torch.full_like(live, last) | ((hyps.count >= K) & (hyps.worst() >= best_possible)))
+            if stop.any():
+                final = float((P + step + 1) ** length_penalty)
+                for k in range(K):  # the live beams of the stopping prompts, each offered once
+                    hyps.offer_clean(stop, scores[:, k].double() / final, seqs[:, k])
+                live &= ~stop
+            if not live.any():
+                break
+        flat = (src + torch.arange(B, device=device)[:, None] * K).view(-1)
+        cache.reorder_cache(flat)
+        out = model(seqs[:, :, -1].reshape(-1, 1), cache=cache, use_cache=True, position_offset=P + step)
+        cache = out["cache"]
+    results = hyps.results(best_first=clean)
+    return results if return_scores else [[seq for _, seq in r] for r in results]
+
+
 def beam_search(model: VisualCometLMHead, prompt: torch.Tensor, visual: dict[str, torch.Tensor] | None,
                 num_beams: int = 5, length: int = 20, e_in_id: int = 0, length_penalty: float = 1.0,
                 variant: str = "original") -> list[list[int]]:
-    """Continuations of one prompt (P,) by ``beam_search_original`` (default) or ``beam_search_clean``."""
-    if variant == "original":
-        return beam_search_original(model, prompt, visual, num_beams, length, e_in_id, length_penalty)
-    if variant == "clean":
-        return beam_search_clean(model, prompt, visual, num_beams, length, e_in_id, length_penalty)
-    raise ValueError(f"beam search variant must be one of {BEAM_VARIANTS}, got {variant!r}")
+    """Continuations of one prompt (P,): the original's search (default) or the clean one, via ``beam_search_batch``."""
+    return beam_search_batch(model, prompt[None], visual, num_beams, length, e_in_id, length_penalty, variant)[0]
 
 
 def generation_output(record: dict[str, Any], generations: list[str]) -> dict[str, Any]:
@@ -301,9 +468,8 @@ def generate_split(model: VisualCometLMHead, tokenizer: Any, paths: Any, split: 
     generator = torch.Generator(device=device).manual_seed(seed) if shared_stream else None
     outputs: list[dict[str, Any]] = []
     model.eval()
-    step = batch_size if do_sample else 1
-    for s in progress(range(0, len(keep), step), desc=f"generate {split}"):
-        idx = keep[s:s + step]
+    for s in progress(range(0, len(keep), batch_size), desc=f"generate {split}"):
+        idx = keep[s:s + batch_size]
         batch = {k: v.to(device) for k, v in vdata.collate([ds[i] for i in idx]).items()}
         visual = {k: batch[k] for k in VISUAL_KEYS if k in batch} or None
         if do_sample:
@@ -311,9 +477,9 @@ def generate_split(model: VisualCometLMHead, tokenizer: Any, paths: Any, split: 
                                    seed, shared_stream, generator)
             toks = finish_generations(toks, e_in, tokenizer.eot_id).view(len(idx), num_samples, -1).tolist()
         else:
-            beams = beam_search(model, batch["input_ids"][0], visual, num_beams=num_samples, length=length,
-                                e_in_id=e_in, variant=beam_variant)
-            toks = [[b + [e_in] for b in beams]]
+            beams = beam_search_batch(model, batch["input_ids"], visual, num_beams=num_samples, length=length,
+                                      e_in_id=e_in, variant=beam_variant)
+            toks = [[b + [e_in] for b in prompt_beams] for prompt_beams in beams]
         for i, rows in zip(idx, toks):
             rec = records[i]
             gens = [vdata.replace_names(tokenizer.decode(row), rec["name2person"]) for row in rows]

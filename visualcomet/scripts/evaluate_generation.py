@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.errors import InputError, run_cli
+from common.experiment_log import add_report_to_flag
+from common.threads import add_num_threads_flag, apply_num_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,16 +29,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also report Novel_normalized: training sentences PTB-tokenised like the predictions "
                         "(the original compared against raw sentences, pitfall 26)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing .evaluate.json")
+    add_num_threads_flag(p)
+    add_report_to_flag(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Score the generations and write the .evaluate.json next to them."""
     args = build_parser().parse_args(argv)
+    apply_num_threads(args.num_threads)
     if args.diversity and not args.train_file:
         raise InputError("--diversity", "needs --train_file train_annots.json")
     from common.checkpoint import atomic_write_json
-    from visualcomet.evaluation import evaluate_generations
+    from visualcomet.evaluation import evaluate_generations, log_results
 
     out = Path(args.gens_file.replace(".json", ".evaluate.json") if args.gens_file.endswith(".json")
                else args.gens_file + ".evaluate.json")
@@ -49,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k, v in result.items():
         print(f"{k}: {v:.4f}")
     atomic_write_json(out, result)
+    log_results(out.parent, result, args.report_to)  # metrics.jsonl of the directory holding the generations
     print(f"wrote {out}")
     return 0
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from common.errors import InputError, run_cli
 from common.safe_pickle import add_trust_flag
+from common.threads import add_num_threads_flag, apply_num_threads
 
 UNUSED = "accepted for compatibility; the original never read it"
 
@@ -52,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "each beam without its last word, duplicates kept, insertion order); 'clean' keeps every "
                         "word, drops duplicates, stops early and sorts best first (see generation.py)")
     p.add_argument("--num_samples", type=int, default=5, help="samples (or returned beams) per prompt")
-    p.add_argument("--gen_batch_size", type=int, default=1, help="prompts per forward pass (sampling)")
+    p.add_argument("--gen_batch_size", type=int, default=1,
+                   help="prompts per forward pass (sampling, and beam search: batch x beams rows)")
+    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
+                   help="autocast precision: bf16 (CPU or CUDA) or fp16 (CUDA); none = fp32 as the original")
+    p.add_argument("--attn_implementation", default="sdpa", choices=["sdpa", "eager"],
+                   help="GPT-2 attention: torch's fused scaled_dot_product_attention (default) or the original's eager")
     p.add_argument("--shared_seed_stream", action="store_true",
                    help="one random stream for all prompts instead of re-seeding per prompt (pitfall 8)")
     p.add_argument("--no_cuda", action="store_true", help="run on CPU")
@@ -63,12 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load a checkpoint that lacks some keys (logged; they keep a fresh initialisation), as the "
                         "original's non-strict from_pretrained did; without it a missing key is an error")
     add_trust_flag(p)
+    add_num_threads_flag(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Generate and write the JSON list."""
     args = build_parser().parse_args(argv)
+    apply_num_threads(args.num_threads)
     if args.model_type != "gpt2_vc":
         raise InputError("--model_type", f"only gpt2_vc exists, got {args.model_type!r}")
     if args.prompt or args.padding_text:
@@ -79,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from common.checkpoint import atomic_write_json
     from visualcomet import data as vdata
-    from visualcomet.generation import generate_split
+    from visualcomet.generation import amp_context, generate_split
     from visualcomet.model import load_pretrained
     from visualcomet.tokenization import VisualCometTokenizer
 
@@ -89,17 +97,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out.exists() and not args.overwrite_output:
         raise InputError(out, "output exists; pass --overwrite_output to replace it")
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
+    precision = amp_context(args.amp, device)
     tokenizer = VisualCometTokenizer.from_pretrained(args.model_name_or_path)
     model, _ = load_pretrained(args.model_name_or_path, trust=args.trust_checkpoint, require_weights=True,
                                partial=args.allow_partial_checkpoint)
     model.to(device)
+    model.set_attn_implementation(args.attn_implementation)
     paths = vdata.DataPaths.resolve(args.data_dir, args.vcr_images_dir, args.vcr_features_dir, args.trust_checkpoint)
     relations = ("intent", "before", "after") if args.inference_type == "all" else (args.inference_type,)
-    outputs = generate_split(model, tokenizer, paths, args.split, args.max_seq_len, not args.no_image,
-                             not args.no_text, args.use_all_dets, relations, args.length, args.temperature,
-                             args.top_k, args.top_p, bool(args.do_sample), args.num_samples, args.gen_batch_size,
-                             args.seed, args.shared_seed_stream, device, None, args.cache_postfix,
-                             args.overwrite_cache, args.beam_search)
+    with precision:
+        outputs = generate_split(model, tokenizer, paths, args.split, args.max_seq_len, not args.no_image,
+                                 not args.no_text, args.use_all_dets, relations, args.length, args.temperature,
+                                 args.top_k, args.top_p, bool(args.do_sample), args.num_samples,
+                                 args.gen_batch_size, args.seed, args.shared_seed_stream, device, None,
+                                 args.cache_postfix, args.overwrite_cache, args.beam_search)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, outputs)
     for o in outputs[:30]:

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.errors import InputError, run_cli
+from common.experiment_log import add_report_to_flag
 from common.safe_pickle import add_trust_flag
+from common.threads import add_num_threads_flag, apply_num_threads
 
 UNUSED = "accepted for compatibility; the original never read it"
 
@@ -42,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_text", action="store_true", help="blank the event and place tokens")
     p.add_argument("--use_all_dets", action="store_true", help="use all VCR detections as visual tokens")
     p.add_argument("--max_seq_len", type=int, default=128, help="keep the training value")
+    p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
+                   help="autocast precision: bf16 (CPU or CUDA) or fp16 (CUDA); none = fp32 as the original")
+    p.add_argument("--attn_implementation", default="sdpa", choices=["sdpa", "eager"],
+                   help="GPT-2 attention: torch's fused scaled_dot_product_attention (default) or the original's eager")
     p.add_argument("--no_cuda", action="store_true", help="run on CPU")
     p.add_argument("--seed", type=int, default=42, help="seed of the negative sampling (the original never seeded it)")
     p.add_argument("--overwrite_cache", action="store_true", help="rebuild the dataset cache")
@@ -50,12 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load a checkpoint that lacks some keys (logged; they keep a fresh initialisation), as the "
                         "original's non-strict from_pretrained did; without it a missing key is an error")
     add_trust_flag(p)
+    add_num_threads_flag(p)
+    add_report_to_flag(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Rank and write the result JSON."""
     args = build_parser().parse_args(argv)
+    apply_num_threads(args.num_threads)
     if args.model_type != "gpt2_vc":
         raise InputError("--model_type", f"only gpt2_vc exists, got {args.model_type!r}")
     if args.prompt or args.padding_text:
@@ -65,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from common.checkpoint import atomic_write_json
     from visualcomet import data as vdata
     from visualcomet import ranking
-    from visualcomet.generation import layout_from_config
+    from visualcomet.evaluation import log_results
+    from visualcomet.generation import amp_context, layout_from_config
     from visualcomet.model import load_pretrained
     from visualcomet.tokenization import VisualCometTokenizer
 
@@ -75,10 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out.exists() and not args.overwrite_output:
         raise InputError(out, "output exists; pass --overwrite_output to replace it")
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
+    precision = amp_context(args.amp, device)
     tokenizer = VisualCometTokenizer.from_pretrained(args.model_name_or_path)
     model, _ = load_pretrained(args.model_name_or_path, trust=args.trust_checkpoint, require_weights=True,
                                partial=args.allow_partial_checkpoint)
     model.to(device)
+    model.set_attn_implementation(args.attn_implementation)
     paths = vdata.DataPaths.resolve(args.data_dir, args.vcr_images_dir, args.vcr_features_dir, args.trust_checkpoint)
     layout = layout_from_config(model.config, args.max_seq_len)
     layout, splits = vdata.build_finetune_data(paths, tokenizer, args.max_seq_len, "inference", not args.no_text,
@@ -89,9 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                           model.feature_dim)
     queries = (ranking.load_candidates(args.candidates_file, records) if args.candidates_file
                else ranking.build_candidates(records, args.rank_mode, args.seed))
-    result = ranking.rank(model, ds, layout, queries, device, args.seed, args.exact_denominator)
+    with precision:
+        result = ranking.rank(model, ds, layout, queries, device, args.seed, args.exact_denominator)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result)
+    log_results(out.parent, {f"rank_{args.rank_mode}_mean_recall": result["mean_recall"]}, args.report_to)
     print(f"mean recall: {result['mean_recall']}")
     return 0
 

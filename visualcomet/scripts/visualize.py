@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.errors import InputError, run_cli
+from common.threads import add_num_threads_flag, apply_num_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,12 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_images", type=int, default=2, help="how many annotations to draw")
     p.add_argument("--max_gens", type=int, default=3, help="generations shown per relation")
     p.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
+    add_num_threads_flag(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags and write the PNG."""
     args = build_parser().parse_args(argv)
+    apply_num_threads(args.num_threads)
     from visualcomet import data as vdata
     from visualcomet.evaluation import read_json_list
     from visualcomet.visualize import visualize
