@@ -13,7 +13,7 @@ import numpy as np
 from common.errors import InputError
 from common.metrics.bleu import bleu
 from common.metrics.cider import cider_scores
-from common.metrics.meteor import meteor
+from common.metrics.meteor import MeteorScorer, meteor
 from common.metrics.ngrams import build_table, joined_sentences
 from common.metrics.rouge import rouge_l
 from common.metrics.spice import spice
@@ -76,9 +76,11 @@ def tokenize_pairs(
 
 
 def score_tokenized(
-    references: Sequence[Sequence[str]], predictions: Sequence[str], metrics: Iterable[str] | None = None
+    references: Sequence[Sequence[str]], predictions: Sequence[str], metrics: Iterable[str] | None = None,
+    meteor_scorer: MeteorScorer | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """(corpus scores, per-item score arrays) for already tokenised inputs."""
+    """(corpus scores, per-item score arrays) for already tokenised inputs (METEOR through
+    ``meteor_scorer`` when given: one JVM for several calls)."""
     keys = resolve_metrics(metrics)
     corpus: dict[str, float] = {}
     items: dict[str, np.ndarray] = {}
@@ -92,7 +94,7 @@ def score_tokenized(
             if name in keys:
                 corpus[name], items[name] = float(score[k]), per[k]
     if "METEOR" in keys:
-        score, per = meteor(predictions, references)
+        score, per = meteor(predictions, references, scorer=meteor_scorer)
         corpus["METEOR"], items["METEOR"] = score, np.asarray(per, dtype=np.float64)
     if "ROUGE_L" in keys:
         corpus["ROUGE_L"], items["ROUGE_L"] = rouge_l(predictions, references)
@@ -108,11 +110,13 @@ def evaluate(
     references: Mapping[Hashable, Sequence[str]],
     predictions: Mapping[Hashable, str],
     metrics: Iterable[str] | None = None,
+    meteor_scorer: MeteorScorer | None = None,
 ) -> dict[str, float]:
-    """coco-caption scores of raw predictions {id: caption} against raw references {id: [captions]}."""
+    """coco-caption scores of raw predictions {id: caption} against raw references {id: [captions]}
+    (METEOR through ``meteor_scorer`` when given)."""
     keys = resolve_metrics(metrics)
     _, refs_tok, preds_tok = tokenize_pairs(references, predictions)
-    corpus, _ = score_tokenized(refs_tok, preds_tok, keys)
+    corpus, _ = score_tokenized(refs_tok, preds_tok, keys, meteor_scorer=meteor_scorer)
     return corpus
 
 

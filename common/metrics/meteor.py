@@ -43,67 +43,85 @@ def find_java() -> str:
     return java
 
 
-def meteor(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[float, list[float]]:
-    """(corpus METEOR, per-item scores) for tokenised hypotheses and their reference lists."""
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
-    java = find_java()
-    jar = meteor_jar()
-    if not jar.is_file():
-        raise MetricUnavailable(f"{jar} is missing: reinstall pycocoevalcap==1.2")
-    if not hypotheses:
-        return 0.0, []
-    lines = []
-    for hyp, refs in zip(hypotheses, references):
-        hyp = hyp.replace("|||", "").replace("  ", " ")
-        lines.append(" ||| ".join(("SCORE", " ||| ".join(refs), hyp)))
-    proc = subprocess.Popen(
-        [java, "-jar", "-Xmx2G", jar.name, "-", "-", "-stdio", "-l", "en", "-norm"],
-        cwd=str(jar.parent),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ},
-    )
-    stderr_chunks: list[bytes] = []
-    err_reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
-    err_reader.start()
+class MeteorScorer:
+    """One METEOR JVM serving several scoring calls (each as pycocoevalcap's ``compute_score``):
+    ``with MeteorScorer() as scorer: scorer.score(hyps, refs)``. Starting the JVM costs seconds, so
+    callers that score several subsets (per change type, per split) keep one open."""
 
-    def write_scores() -> None:
-        for line in lines:
-            proc.stdin.write(f"{line}\n".encode())
-        proc.stdin.flush()
+    def __init__(self) -> None:
+        java = find_java()
+        jar = meteor_jar()
+        if not jar.is_file():
+            raise MetricUnavailable(f"{jar} is missing: reinstall pycocoevalcap==1.2")
+        self.proc = subprocess.Popen(
+            [java, "-jar", "-Xmx2G", jar.name, "-", "-", "-stdio", "-l", "en", "-norm"],
+            cwd=str(jar.parent), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ},
+        )
+        self._stderr: list[bytes] = []
+        self._reader = threading.Thread(target=lambda: self._stderr.append(self.proc.stderr.read()), daemon=True)
+        self._reader.start()
 
-    try:
+    def __enter__(self) -> "MeteorScorer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the JVM."""
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        self.proc.kill()
+        self.proc.wait()
+
+    def _line(self) -> str:
+        out = self.proc.stdout.readline()
+        if not out:
+            raise MetricUnavailable(_java_failure(self.proc, self._stderr, self._reader))
+        return out.decode().strip()
+
+    def score(self, hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[float, list[float]]:
+        """(corpus METEOR, per-item scores) for tokenised hypotheses and their reference lists."""
+        if len(hypotheses) != len(references):
+            raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
+        if not hypotheses:
+            return 0.0, []
+        lines = []
+        for hyp, refs in zip(hypotheses, references):
+            hyp = hyp.replace("|||", "").replace("  ", " ")
+            lines.append(" ||| ".join(("SCORE", " ||| ".join(refs), hyp)))
+
+        def write_scores() -> None:
+            for line in lines:
+                self.proc.stdin.write(f"{line}\n".encode())
+            self.proc.stdin.flush()
+
         writer = threading.Thread(target=write_scores, daemon=True)
         writer.start()
-        stats = []
-        for _ in lines:
-            out = proc.stdout.readline()
-            if not out:
-                break
-            stats.append(out.decode().strip())
+        stats = [self._line() for _ in lines]
         writer.join()
-        if len(stats) != len(lines):
-            raise MetricUnavailable(_java_failure(proc, stderr_chunks, err_reader))
-        proc.stdin.write(("EVAL ||| " + " ||| ".join(stats) + "\n").encode())
-        proc.stdin.flush()
-        scores = []
-        for _ in lines:
-            out = proc.stdout.readline()
-            if not out:
-                raise MetricUnavailable(_java_failure(proc, stderr_chunks, err_reader))
-            scores.append(float(out.strip()))
-        out = proc.stdout.readline()
-        if not out:
-            raise MetricUnavailable(_java_failure(proc, stderr_chunks, err_reader))
-        score = float(out.strip())
-    finally:
-        if proc.stdin and not proc.stdin.closed:
-            proc.stdin.close()
-        proc.kill()
-        proc.wait()
-    return score, scores
+        self.proc.stdin.write(("EVAL ||| " + " ||| ".join(stats) + "\n").encode())
+        self.proc.stdin.flush()
+        scores = [float(self._line()) for _ in lines]
+        return float(self._line()), scores
+
+
+def meteor(hypotheses: Sequence[str], references: Sequence[Sequence[str]],
+           scorer: MeteorScorer | None = None) -> tuple[float, list[float]]:
+    """(corpus METEOR, per-item scores) for tokenised hypotheses and their reference lists, through
+    ``scorer`` (an open MeteorScorer) or a JVM started for this call."""
+    if scorer is not None:
+        return scorer.score(hypotheses, references)
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
+    if not hypotheses:
+        find_java()
+        if not meteor_jar().is_file():
+            raise MetricUnavailable(f"{meteor_jar()} is missing: reinstall pycocoevalcap==1.2")
+        return 0.0, []
+    with MeteorScorer() as own:
+        return own.score(hypotheses, references)
 
 
 def _java_failure(proc: subprocess.Popen, chunks: list[bytes], reader: threading.Thread) -> str:

@@ -70,3 +70,29 @@ def test_change_accuracy_and_majority():
 def test_meteor_through_common_metrics(java):
     gt = coco_gt(["1.png"], [("1.png", "the red block moved")])
     assert score_captions({"1.png": "the red block moved"}, gt, ["METEOR"])["METEOR"] > 0.9
+
+
+def test_clevr_breakdown_scores_every_subset_through_one_meteor_jvm(monkeypatch):
+    """Issue 15: one METEOR process for all subsets, with the numbers of one process per subset."""
+    import subprocess
+
+    import common.metrics.meteor as meteor_module
+    from common.metrics import evaluate
+
+    gt = {"annotations": [{"image_id": i, "caption": c} for i, c in (
+        ("000001.png", "the red block moved"), ("000001.png", "the red block was moved"),
+        ("000002.png", "the blue block changed to green"), ("000003.png", "a yellow block was added"),
+        ("000001.png_n", "nothing changed"), ("000002.png_n", "the scene is the same"),
+        ("000003.png_n", "no change"))]}
+    hyps = {"000001.png": "the red block moved", "000002.png": "the blue block changed to red",
+            "000003.png": "a block was added", "000001.png_n": "nothing changed",
+            "000002.png_n": "the red block moved", "000003.png_n": "no change was made"}
+    mapping = {"move": {"000001.png"}, "color": {"000002.png"}, "add": {"000003.png"}}
+    started = []
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(meteor_module.subprocess, "Popen", lambda *a, **k: started.append(a) or real_popen(*a, **k))
+    report = clevr_breakdown(hyps, gt, mapping, ["METEOR", "Bleu"])
+    assert len(started) == 1 and set(report) == {"total", "semantic", "distractor", "move", "color", "add"}
+    # a subset scored last in the shared JVM equals the same subset scored by a JVM of its own
+    alone = evaluate({"000003.png": ["a yellow block was added"]}, {"000003.png": "a block was added"}, ["METEOR"])
+    assert report["add"]["METEOR"] == alone["METEOR"] and len(started) == 2
