@@ -24,6 +24,7 @@ from common.distributed import (DistInfo, all_reduce_mean, barrier, init_distrib
                                 make_sampler, seed_everything, wrap_model)
 from common.errors import InputError
 from singularity.config import to_container
+from singularity.data.annotations import UnreadableBatch
 from singularity.models.config_paths import cfg_get
 from singularity.optim import create_optimizer, create_scheduler
 
@@ -295,40 +296,44 @@ def train_one_epoch(model, meta_loader: MetaLoader, optimizer, scheduler, runtim
     header = f"Train Epoch: [{epoch}]"
     start = time.time()
     bar = progress(total=n_iter, desc=header, leave=False)
-    for i, (media_type, batch) in enumerate(meta_loader):
-        with runtime.autocast():
-            losses = step_fn(model, media_type, batch)
-        loss = sum(losses.values())
-        optimizer.zero_grad()
-        if runtime.scaler is not None:
-            runtime.scaler.scale(loss).backward()
-            if max_norm > 0:
-                runtime.scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            runtime.scaler.step(optimizer)
-            runtime.scaler.update()
-        else:
-            loss.backward()
-            if max_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            optimizer.step()
-        scheduler.step()
-        global_step += 1
-        raw = model.module if hasattr(model, "module") else model
-        values = {f"{media_type}-{k}": float(v.detach()) for k, v in losses.items()}
-        metrics.update(lr=optimizer.param_groups[0]["lr"], **values)
-        if hasattr(raw, "temp"):
-            metrics.update(temperature=float(raw.temp.detach()))
-        bar.update(1)
-        if i % log_freq == 0 or i == n_iter - 1:
-            eta = datetime.timedelta(seconds=int((time.time() - start) / (i + 1) * (n_iter - i - 1)))
-            logger.info("%s  [%*d/%d]  eta: %s  %s  time: %.4f", header, len(str(n_iter)), i, n_iter, eta,
-                        metrics.line(), (time.time() - start) / (i + 1))
-            metrics.write({"epoch": epoch, "step": global_step, **{k: m.value for k, m in metrics.meters.items()}})
-            log_wandb(runtime, {k: m.global_avg for k, m in metrics.meters.items()}, global_step, "train/")
-        if cfg_get(config, "debug", False) and i >= 4:
-            break
-    bar.close()
+    try:
+        for i, (media_type, batch) in enumerate(meta_loader):
+            if isinstance(batch, UnreadableBatch):
+                raise batch[0].as_error()
+            with runtime.autocast():
+                losses = step_fn(model, media_type, batch)
+            loss = sum(losses.values())
+            optimizer.zero_grad()
+            if runtime.scaler is not None:
+                runtime.scaler.scale(loss).backward()
+                if max_norm > 0:
+                    runtime.scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+                runtime.scaler.step(optimizer)
+                runtime.scaler.update()
+            else:
+                loss.backward()
+                if max_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+                optimizer.step()
+            scheduler.step()
+            global_step += 1
+            raw = model.module if hasattr(model, "module") else model
+            values = {f"{media_type}-{k}": float(v.detach()) for k, v in losses.items()}
+            metrics.update(lr=optimizer.param_groups[0]["lr"], **values)
+            if hasattr(raw, "temp"):
+                metrics.update(temperature=float(raw.temp.detach()))
+            bar.update(1)
+            if i % log_freq == 0 or i == n_iter - 1:
+                eta = datetime.timedelta(seconds=int((time.time() - start) / (i + 1) * (n_iter - i - 1)))
+                logger.info("%s  [%*d/%d]  eta: %s  %s  time: %.4f", header, len(str(n_iter)), i, n_iter, eta,
+                            metrics.line(), (time.time() - start) / (i + 1))
+                metrics.write({"epoch": epoch, "step": global_step, **{k: m.value for k, m in metrics.meters.items()}})
+                log_wandb(runtime, {k: m.global_avg for k, m in metrics.meters.items()}, global_step, "train/")
+            if cfg_get(config, "debug", False) and i >= 4:
+                break
+    finally:
+        bar.close()  # cleared before an error line is printed
     metrics.synchronize()
     total = time.time() - start
     logger.info("%s Total time: %s (%.4f s / it)", header, datetime.timedelta(seconds=int(total)), total / max(1, n_iter))

@@ -98,10 +98,10 @@ class Unreadable:
     record: int | None
     field: str
     error: str
+    hint: str = ("pass skip_unreadable_media=True to skip unreadable items and count them in the results file")
 
     def as_error(self) -> InputError:
-        return InputError(self.file, f"cannot read {self.path} ({self.error}); pass skip_unreadable_media=True to "
-                                     "skip unreadable items and count them in the results file",
+        return InputError(self.file, f"cannot read {self.path} ({self.error}); {self.hint}",
                           record=self.record, field=self.field)
 
 
@@ -109,8 +109,8 @@ class UnreadableBatch(list):
     """A batch holding at least one ``Unreadable`` item."""
 
 
-def eval_collate(inner=None):
-    """Collate for evaluation loaders: ``UnreadableBatch`` when an item failed, else ``inner`` (default_collate)."""
+def media_collate(inner=None):
+    """Collate that passes failures on: ``UnreadableBatch`` when an item failed, else ``inner`` (default_collate)."""
     inner = inner or default_collate
 
     def collate(batch):
@@ -120,7 +120,8 @@ def eval_collate(inner=None):
 
 
 def checked_batches(loader):
-    """Iterate an evaluation loader; an unreadable item is a one-line ``InputError`` (never replaced, issue 11)."""
+    """Iterate a loader; an unreadable item is a one-line ``InputError`` raised here, in the main process (a
+    DataLoader worker would turn it into a traceback); evaluation never replaces it (issue 11)."""
     for batch in loader:
         if isinstance(batch, UnreadableBatch):
             raise batch[0].as_error()
@@ -154,7 +155,10 @@ class _MediaMixin:
                     file, record = self.source_of(index)
                     return Unreadable(path, file, record, self.media_type, text), index
                 if attempt + 1 >= self.num_tries:
-                    raise RuntimeError(f"failed to read {path} after {self.num_tries} tries: {text}") from err
+                    file, record = self.source_of(index)
+                    return Unreadable(path, file, record, self.media_type, text,
+                                      hint=f"the last of {self.num_tries} records tried in a row (training retries "
+                                           "random other records, spec 3.5)"), index
                 # training keeps the original's resample-on-error (spec 3.5), logged
                 logger.warning("failed to read %s (%s); training on a random other record instead", path, text)
                 index = random.randrange(len(self))
@@ -197,7 +201,7 @@ class ImageTextTrainDataset(_MediaMixin, Dataset):
                     captions = [" ".join(captions)]
                 for media in medias:  # lists are exploded into pairs (pitfall 9.17 F)
                     for cap in captions:
-                        self.anno.append({"image": media, "caption": cap})
+                        self.anno.append({"image": media, "caption": cap, "_source": rec["_source"]})
         ids: dict[str, int] = {}
         for rec in self.anno:
             key = rec["caption"] if has_multi_vision_gt else os.path.basename(rec["image"])
@@ -209,8 +213,13 @@ class ImageTextTrainDataset(_MediaMixin, Dataset):
     def media_path(self, index: int) -> str:
         return self.anno[index]["image"]
 
+    def source_of(self, index: int) -> tuple[str, int | None]:
+        return self.anno[index]["_source"]
+
     def __getitem__(self, index: int):
         media, index = self.load(index, self.media_path(index))
+        if isinstance(media, Unreadable):
+            return media
         rec = self.anno[index]
         return media, pre_text(rec["caption"]), rec["match_id"]
 

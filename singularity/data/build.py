@@ -5,7 +5,7 @@ import logging
 
 from common.errors import InputError
 from singularity.data.annotations import (ImageTextTrainDataset, MultipleChoiceDataset, QADataset,
-                                          RetrievalEvalDataset, eval_collate, mc_collate, qa_collate,
+                                          RetrievalEvalDataset, media_collate, mc_collate, qa_collate,
                                           spec_media_type)
 from singularity.data.transforms import EvalTransform, TrainTransform
 from singularity.engine import MetaLoader, build_loader
@@ -66,7 +66,7 @@ def train_meta_loader(config, multi_vision_gt: bool = False, paragraph: bool = F
         dataset = ImageTextTrainDataset(group, transform, _video_cfg(config), multi_vision_gt, paragraph)
         loaders[media_type] = build_loader(dataset, int(cfg_get(config, f"batch_size.{media_type}")),
                                            int(cfg_get(config, "num_workers", 0)), train=True,
-                                           seed=int(cfg_get(config, "seed", 42)))
+                                           seed=int(cfg_get(config, "seed", 42)), collate_fn=media_collate())
         _check_train_loader(loaders[media_type], group, media_type, config)
     return MetaLoader(loaders, seed=int(cfg_get(config, "seed", 42)))
 
@@ -83,7 +83,7 @@ def retrieval_eval_loaders(config, names) -> dict:
         skip_unreadable(dataset, name, config)
         media_type = spec_media_type(spec)
         out[name] = build_loader(dataset, int(cfg_get(config, f"batch_size_test.{media_type}")),
-                                 int(cfg_get(config, "num_workers", 0)), train=False, collate_fn=eval_collate())
+                                 int(cfg_get(config, "num_workers", 0)), train=False, collate_fn=media_collate())
     return out
 
 
@@ -93,7 +93,7 @@ def mc_loader(config, name: str):
     dataset = MultipleChoiceDataset(spec, EvalTransform(int(cfg_get(config, "image_res", 224))), _video_cfg(config))
     skip_unreadable(dataset, name, config)
     return build_loader(dataset, int(cfg_get(config, f"batch_size_test.{spec_media_type(spec)}")),
-                        int(cfg_get(config, "num_workers", 0)), train=False, collate_fn=eval_collate(mc_collate))
+                        int(cfg_get(config, "num_workers", 0)), train=False, collate_fn=media_collate(mc_collate))
 
 
 def qa_train_loader(config) -> MetaLoader:
@@ -102,7 +102,7 @@ def qa_train_loader(config) -> MetaLoader:
     dataset = QADataset(specs, TrainTransform(int(cfg_get(config, "image_res", 224))), _video_cfg(config), train=True,
                         eos=str(cfg_get(config, "eos", "[SEP]")))
     loader = build_loader(dataset, int(cfg_get(config, f"batch_size.{dataset.media_type}")),
-                          int(cfg_get(config, "num_workers", 0)), train=True, collate_fn=qa_collate,
+                          int(cfg_get(config, "num_workers", 0)), train=True, collate_fn=media_collate(qa_collate),
                           seed=int(cfg_get(config, "seed", 42)))
     _check_train_loader(loader, specs, dataset.media_type, config)
     return MetaLoader({dataset.media_type: loader}, seed=int(cfg_get(config, "seed", 42)))
@@ -115,4 +115,4 @@ def qa_eval_loader(config, name: str):
     skip_unreadable(dataset, name, config)
     return build_loader(dataset, int(cfg_get(config, f"batch_size_test.{dataset.media_type}")),
                         int(cfg_get(config, "num_workers", 0)), train=False, distributed_eval=True,
-                        collate_fn=eval_collate())
+                        collate_fn=media_collate())

@@ -254,6 +254,10 @@ CASES = [
          lambda w: ret(w, "evaluate=True", f"test_file.syn_test=[{w.anno('bad_test.json', bad_eval_records(w))},"
                                            f"{w.media()},video]"),
          ["bad_test.json", "record 1", "field 'video'", "broken_clip.mp4", "skip_unreadable_media=True"], launch=False),
+    Case("unreadable_videos_training", retrieval_main,
+         lambda w: ret(w, "train_file=[" + w.anno("bad_train.json", [{"video": w.broken_video(), "caption": "a red ring"}]
+                                                   * 16) + f",{w.media()},video]"),
+         ["bad_train.json", "field 'video'", "broken_clip.mp4", "last of 3 records tried"], launch=False),
     Case("unreadable_video_mc", mc_main,
          lambda w: [w.config("mc_syn"), f"output_dir={w.out}", "test_file.mc_test=[" + w.anno("bad_mc.json", [
              {"video": r["video"], "caption": ["a", "b", "c", "d", "e"], "answer": 1} for r in bad_eval_records(w)])

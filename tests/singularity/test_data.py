@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader
 
 from common.errors import InputError
 from singularity.data.annotations import (ImageTextTrainDataset, MultipleChoiceDataset, QADataset,
-                                          RetrievalEvalDataset, Unreadable, checked_batches, eval_collate,
+                                          RetrievalEvalDataset, Unreadable, checked_batches, media_collate,
                                           load_anno, qa_collate)
 from singularity.data.transforms import EvalTransform, TrainTransform
 
@@ -82,7 +82,7 @@ def test_eval_read_failure_is_an_error_train_retries(tmp_path, syn_dir):
     item = ds[0]  # an unreadable eval item is reported, never replaced (raised in the main process)
     assert isinstance(item, Unreadable) and item.path.endswith("missing.mp4") and item.record == 0
     with pytest.raises(InputError, match="missing.mp4.*skip_unreadable_media"):
-        next(checked_batches(DataLoader(ds, batch_size=1, collate_fn=eval_collate())))
+        next(checked_batches(DataLoader(ds, batch_size=1, collate_fn=media_collate())))
     vid = str(syn_dir / "videos_images" / "syn_vid")
     good = _write(tmp_path, "t.json", [{"video": "missing.mp4", "caption": "a"},
                                        {"video": "test_red_ring_00.mp4", "caption": "b"}])
