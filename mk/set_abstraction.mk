@@ -15,7 +15,8 @@ SA_RUN_FLAGS = --metadata_dir $(abspath $(SA_DATA_DIR)) --dataset $(SA_DATASET) 
 SA_BEST = $(abspath $(SA_RUNS))/checkpoints/AbstractionEmbedding/AbstractionEmbeddingModule/AbstractionEmbedding_make_$(SA_DATASET)_resnet3d50_1-1_MSE-CE_Adam-$(if $(SA_GIVEN),0.0001,0.003)_SAM_1-2-3-4_best.pth.tar
 
 .PHONY: set_abstraction-demo set_abstraction-synthetic set_abstraction-train set_abstraction-test \
-	set_abstraction-check-keys set_abstraction-download set_abstraction-extract
+	set_abstraction-check-keys set_abstraction-download set_abstraction-extract set_abstraction-predict \
+	set_abstraction-bench
 
 set_abstraction-demo: install ## Set abstraction: synthetic data -> train tiny SAM -> 3 tasks; runs/demo/set_abstraction/
 	$(PY) -m set_abstraction.demo --out runs/demo/set_abstraction --overwrite $(if $(SA_GIVEN),--data_dir $(DATA_DIR))
@@ -41,5 +42,24 @@ set_abstraction-download: install ## Set abstraction: download the released meta
 set_abstraction-extract: install ## Set abstraction: cache features of VIDEO_DIR into DATA_DIR (extract_features.py)
 	@test -n "$(VIDEO_DIR)" || { echo "set VIDEO_DIR=<directory of videos>"; exit 2; }
 	$(PY) set_abstraction/scripts/extract_features.py --video_dir $(VIDEO_DIR) --out_dir $(SA_DATA_DIR) $(ARGS)
+
+SA_DEMO := runs/demo/set_abstraction
+SA_PREDICT := runs/predict/set_abstraction
+# The demo's tiny SAM (256-d inputs) with a random resnet3d14 of width 8 (256-d features): shows the pipeline.
+# With real weights: VIDEOS="a.mp4 b.mp4 c.mp4" RESUME=<SAM .pth.tar> BACKBONE=<3D ResNet-50 file> GRAPH=<graph.json>.
+$(SA_DEMO)/pretrained/model.safetensors: | install
+	$(PY) -m set_abstraction.demo --out $(SA_DEMO) --overwrite
+
+set_abstraction-predict: install $(if $(VIDEOS),,$(SA_DEMO)/pretrained/model.safetensors) ## Set abstraction: what clips share + odd one out (synthetic clips and demo model unless VIDEOS/RESUME given)
+	$(if $(VIDEOS),,$(PY) -m set_abstraction.clips --out $(SA_PREDICT)/clips)
+	$(PY) -m set_abstraction.predict --overwrite --out $(SA_PREDICT) \
+		$(if $(VIDEOS),--videos $(VIDEOS) --resume $(RESUME) $(if $(BACKBONE),--backbone_weights $(BACKBONE)) $(if $(GRAPH),--graph $(GRAPH)),\
+		--videos $(addprefix $(SA_PREDICT)/clips/,red_right.mp4 red_down.mp4 red_diagonal.mp4 blue_right.mp4) \
+		--candidates $(addprefix $(SA_PREDICT)/clips/,candidate_red_left.mp4 candidate_green_up.mp4) \
+		--resume $(SA_DEMO)/pretrained --graph $(SA_DEMO)/data/moments_graph.json \
+		--arch resnet3d14 --width 8 --num_frames 8 --frame_size 64) $(ARGS)
+
+set_abstraction-bench: install ## Set abstraction: speed table at the paper's size (SAM 2048-d), fp32 eager vs fast paths
+	$(PY) benchmarks/set_abstraction.py $(ARGS)
 
 DEMO_TARGETS += set_abstraction-demo

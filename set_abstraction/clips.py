@@ -29,13 +29,13 @@ def clip_frames(colour: Sequence[int], direction: Sequence[int], num_frames: int
                 value_ramp: bool = False) -> np.ndarray:
     """[T, size, size, 3] uint8: a square of ``colour`` moving along ``direction`` (wrapping around).
 
-    ``value_ramp`` makes frame t a uniform grey of value 4 + 6 t instead (frame identity visible in its mean).
+    ``value_ramp`` makes frame t a uniform grey of value 4 + 5 t instead (up to t = 50) (frame identity visible in its mean).
     """
     frames = np.empty((num_frames, size, size, 3), np.uint8)
     side = size // 4
     for t in range(num_frames):
         if value_ramp:
-            frames[t] = min(255, 4 + 6 * t)
+            frames[t] = min(255, 4 + 5 * t)
             continue
         frames[t] = (235, 235, 225)
         y = (size // 2 - side // 2 + direction[1] * t * 2) % (size - side)

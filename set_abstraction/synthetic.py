@@ -17,6 +17,7 @@ import networkx as nx
 import torch
 
 from common.errors import InputError, run_cli
+from common.threads import add_num_threads_flag, apply_num_threads
 from set_abstraction.graph import ROOT, AbstractionGraph, graph_to_node_link
 from set_abstraction.model import canonical_subsets, subset_key
 
@@ -224,12 +225,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--human_per_key", type=int, default=20, help="human test records per reference size 2/3/4")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--overwrite", action="store_true", help="replace existing synthetic files in --out")
+    add_num_threads_flag(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags and write the dataset."""
     args = build_parser().parse_args(argv)
+    apply_num_threads(args.num_threads)
     out = generate(args.out, args.datasets, args.feature_dim, args.num_videos, args.num_train_sets,
                    args.num_val_sets, args.human_per_key, args.seed, args.overwrite)
     print(f"wrote synthetic set-abstraction metadata ({', '.join(args.datasets)}) to {out}")

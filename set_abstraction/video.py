@@ -49,6 +49,11 @@ def available_reader(choice: str = "auto") -> str:
     raise InputError("--reader", "no video reader installed (pip install av, decord or opencv-python-headless)")
 
 
+def _reason(err: Exception) -> str:
+    """FFmpeg's reason without the file name it repeats."""
+    return getattr(err, "strerror", None) or str(err).splitlines()[0]
+
+
 @dataclass
 class Clip:
     """Sampled RGB frames [T, H, W, 3] uint8, their indices and the video's frame count."""
@@ -83,7 +88,7 @@ def read_pyav(path: Path, num_frames: int, allow_short: bool = False) -> Clip:
     try:
         container = av.open(str(path))
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
-        raise InputError(path, f"does not decode as a video ({type(err).__name__}: {err})") from None
+        raise InputError(path, f"does not decode as a video ({_reason(err)})") from None
     with container:
         if container.format.name in IMAGE_FORMATS:
             raise InputError(path, f"is an image ({container.format.name}), a video was expected")
@@ -95,7 +100,7 @@ def read_pyav(path: Path, num_frames: int, allow_short: bool = False) -> Clip:
             packets = [(p.pts if p.pts is not None else p.dts, p.is_keyframe)
                        for p in container.demux(stream) if p.size > 0]
         except av.FFmpegError as err:
-            raise InputError(path, f"does not decode as a video ({type(err).__name__}: {err})") from None
+            raise InputError(path, f"does not decode as a video ({_reason(err)})") from None
         if not packets or any(pts is None for pts, _ in packets):
             # No timestamps to seek by: decode sequentially, keeping only the wanted frames.
             return _read_pyav_sequential(path, num_frames, allow_short)
@@ -127,7 +132,7 @@ def read_pyav(path: Path, num_frames: int, allow_short: bool = False) -> Clip:
                 if k not in decoded:
                     raise InputError(path, f"frame {k} of {len(pts_of)} could not be decoded")
         except av.FFmpegError as err:
-            raise InputError(path, f"does not decode as a video ({type(err).__name__}: {err})") from None
+            raise InputError(path, f"does not decode as a video ({_reason(err)})") from None
     return Clip(np.stack([decoded[int(i)] for i in indices]), indices, len(pts_of))
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from common.distributed import progress
 from common.errors import run_cli
+from common.threads import add_num_threads_flag, apply_num_threads
 
 ROOT_URL = "http://abstraction.csail.mit.edu/data/metadata"
 DATASETS = ("moments", "kinetics")
@@ -79,12 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_dir", default="metadata", help="where to put the files")
     p.add_argument("--overwrite", action="store_true", help="re-download files that already exist")
     p.add_argument("--root_url", default=ROOT_URL, help="server, file:// URL or local mirror directory")
+    add_num_threads_flag(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Download every requested file; returns 1 when some could not be fetched."""
     args = build_parser().parse_args(argv)
+    apply_num_threads(args.num_threads)
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     failed = []

@@ -10,12 +10,14 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from numpy.testing._private.utils import runstring
 
 from common.errors import run_cli
-from set_abstraction import convert, synthetic, test, train
+from set_abstraction import convert, predict, synthetic, test, train
+from set_abstraction.clips import clip_frames, write_clips, write_mp4
 from set_abstraction.convert import to_original_state_dict
 from set_abstraction.model import build_model
 from set_abstraction.scripts import extract_features
@@ -307,8 +309,28 @@ def _extract_argv(weights: Path, out: Path) -> list[str]:
             "--weights", str(weights)]
 
 
-@pytest.mark.parametrize("cli,make_argv", [(convert, _convert_argv), (extract_features, _extract_argv)],
-                         ids=["convert-input", "extract_features-weights"])
+def _predict_clips(root: Path) -> list[Path]:
+    if not (root / "clips").is_dir():
+        write_clips(root / "clips", num_frames=6, size=32)
+    return sorted((root / "clips").glob("[rb]*.mp4"))[:3]
+
+
+def _predict_resume_argv(weights: Path, out: Path) -> list[str]:
+    return ["--videos", *map(str, _predict_clips(out.parent)), "--resume", str(weights), "--model_config", "tiny",
+            "--arch", "resnet3d14", "--width", "8", "--num_frames", "4", "--frame_size", "32", "--out", str(out)]
+
+
+def _predict_backbone_argv(weights: Path, out: Path) -> list[str]:
+    torch.manual_seed(0)
+    build_model("tiny").save_pretrained(out.parent / "pub")
+    return ["--videos", *map(str, _predict_clips(out.parent)), "--resume", str(out.parent / "pub"),
+            "--backbone_weights", str(weights), "--arch", "resnet3d14", "--width", "8", "--num_frames", "4",
+            "--frame_size", "32", "--out", str(out)]
+
+
+@pytest.mark.parametrize("cli,make_argv", [(convert, _convert_argv), (extract_features, _extract_argv),
+                                           (predict, _predict_resume_argv), (predict, _predict_backbone_argv)],
+                         ids=["convert-input", "extract_features-weights", "predict-resume", "predict-backbone"])
 @pytest.mark.parametrize("kind", [*GADGETS, "truncated", "text"])
 def test_other_pickle_readers_refuse_bad_files(cli, make_argv, kind, originals, tmp_path, capsys):
     """convert.py --input and extract_features.py --weights: crafted pickles refused (nothing runs), truncated or
@@ -337,3 +359,89 @@ def test_other_pickle_readers_refuse_bad_files(cli, make_argv, kind, originals, 
         assert text in line, (text, line)
     assert not marker.exists()
     assert _snapshot(out) == before
+
+
+# -- predict.py: bad videos ------------------------------------------------------------------------
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(bytes(range(256)) * 12)
+
+
+def _png(path: Path) -> None:
+    import cv2
+
+    ok, data = cv2.imencode(".png", np.zeros((16, 16, 3), np.uint8))
+    path.write_bytes(data.tobytes())
+
+
+VIDEO_CASES = [
+    pytest.param("broken.mp4", _garbage, "does not decode as a video", id="does-not-decode"),
+    pytest.param("empty.mp4", lambda p: p.write_bytes(b""), "empty file (0 bytes), not a video", id="empty"),
+    pytest.param("short.mp4", lambda p: write_mp4(p, clip_frames((9, 9, 9), (1, 0), 3, 32)),
+                 "has 3 frame(s), fewer than the 4 requested (--num_frames)", id="shorter-than-num-frames"),
+    pytest.param("frame.png", _png, "is an image (.png), a video was expected", id="image-file"),
+    pytest.param("still.mp4", _png, "is an image (png_pipe), a video was expected", id="image-named-mp4"),
+    pytest.param("missing.mp4", None, "video not found", id="missing"),
+]
+
+
+@pytest.mark.parametrize("as_candidate", [False, True], ids=["member", "candidate"])
+@pytest.mark.parametrize("name,make,message", VIDEO_CASES)
+def test_predict_bad_video_one_line(name, make, message, as_candidate, tmp_path, capsys):
+    """A bad clip among the set or the candidates: one line naming it, exit 2, nothing written to --out."""
+    good = _predict_clips(tmp_path)
+    torch.manual_seed(0)
+    build_model("tiny").save_pretrained(tmp_path / "pub")
+    bad = tmp_path / name
+    if make is not None:
+        make(bad)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.txt").write_text("kept\n")
+    before = _snapshot(out)
+    videos = [*map(str, good), *([] if as_candidate else [str(bad)])]
+    argv = ["--videos", *videos, "--resume", str(tmp_path / "pub"), "--arch", "resnet3d14", "--width", "8",
+            "--num_frames", "4", "--frame_size", "32", "--out", str(out), "--num_threads", "1"]
+    if as_candidate:
+        argv += ["--candidates", str(good[0]), str(bad)]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(predict.main, argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"error: {bad}: {message}" or (
+        message.startswith("does not decode") and err.strip().splitlines()[-1].startswith(f"error: {bad}: {message}"))
+    assert _snapshot(out) == before
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--videos", "ONE"], "error: --videos: a set needs 2 to 8 videos, got 1"),
+    (["--width", "4"], "error: --arch: resnet3d14 width 4 gives 128-d features, the checkpoint takes 256-d"),
+], ids=["one-video", "feature-width"])
+def test_predict_bad_flags(flags, message, tmp_path, capsys):
+    good = _predict_clips(tmp_path)
+    torch.manual_seed(0)
+    build_model("tiny").save_pretrained(tmp_path / "pub")
+    argv = ["--videos", *map(str, good), "--resume", str(tmp_path / "pub"), "--arch", "resnet3d14", "--width", "8",
+            "--num_frames", "4", "--frame_size", "32", "--out", str(tmp_path / "out")]
+    argv += [str(good[0]) if f == "ONE" else f for f in flags]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(predict.main, argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == message
+    assert not (tmp_path / "out").exists()
+
+
+def test_extract_features_skips_a_bad_video_and_reports_it(tmp_path, capsys):
+    videos = tmp_path / "videos"
+    write_clips(videos, num_frames=6, size=32)
+    _garbage(videos / "zz_broken.mp4")
+    argv = ["--video_dir", str(videos), "--out_dir", str(tmp_path / "m"), "--arch", "resnet3d14", "--width", "4",
+            "--num_frames", "4", "--frame_size", "32"]
+    assert extract_features.main(argv) == 0
+    captured = capsys.readouterr()
+    assert f"skipped: {videos / 'zz_broken.mp4'}: does not decode as a video" in captured.err
+    assert len((tmp_path / "m" / "moments_test_listfile.txt").read_text().splitlines()) == 6
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(extract_features.main, argv + ["--out_dir", str(tmp_path / "s"), "--strict"])
+    assert exit_info.value.code == 2 and not (tmp_path / "s").exists()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from set_abstraction import cfg, convert, demo, synthetic
+from set_abstraction import cfg, convert, demo, predict, synthetic
 from set_abstraction.data import FeatureStore
 from set_abstraction.scripts import download_data, extract_features
 
@@ -21,7 +21,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
 @pytest.mark.parametrize("parser", [cfg.build_parser(), download_data.build_parser(), extract_features.build_parser(),
-                                    convert.build_parser(), synthetic.build_parser(), demo.build_parser()])
+                                    convert.build_parser(), synthetic.build_parser(), demo.build_parser(),
+                                    predict.build_parser()])
 def test_help_explains_every_flag(parser):
     for action in parser._actions:
         if action.option_strings and action.dest != "help":
