@@ -7,6 +7,7 @@ and one-by-one generation give the same samples. ``shared_stream=True`` (O) draw
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -52,6 +53,25 @@ def _repeat(visual: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
     return {k: v.repeat_interleave(n, dim=0) for k, v in visual.items() if k in VISUAL_KEYS}
 
 
+@contextlib.contextmanager
+def per_prompt_slots(model: VisualCometLMHead) -> Iterator[None]:
+    """Image slots as if each prompt ran alone, as the original generated (one prompt per forward).
+
+    Training zero-fills the slots of an example up to the batch's largest box count (pitfall 5); with one prompt
+    that count is its own, so nothing is zero-filled. Keeping each example's own slots (``zero_fill_visual_slots =
+    False``) gives that result for batches of prompts with different numbers of people too.
+    """
+    if not hasattr(model, "zero_fill_visual_slots"):  # a model without image slots
+        yield
+        return
+    before = model.zero_fill_visual_slots
+    model.zero_fill_visual_slots = False
+    try:
+        yield
+    finally:
+        model.zero_fill_visual_slots = before
+
+
 @torch.no_grad()
 def sample_sequence(model: VisualCometLMHead, prompts: torch.Tensor, visual: dict[str, torch.Tensor] | None,
                     length: int = 20, num_samples: int = 5, temperature: float = 1.0, top_k: int = 0,
@@ -67,7 +87,8 @@ def sample_sequence(model: VisualCometLMHead, prompts: torch.Tensor, visual: dic
         gens = [generator if generator is not None else torch.Generator(device=device).manual_seed(seed)] * B
     else:
         gens = [torch.Generator(device=device).manual_seed(seed) for _ in range(B)]
-    out = model(ids, **vis, use_cache=use_cache)
+    with per_prompt_slots(model):
+        out = model(ids, **vis, use_cache=use_cache)
     cache, generated = out["cache"], []
     for step in range(length):
         logits = out["logits"][:, -1, :].float() / (temperature if temperature > 0 else 1.0)
@@ -82,7 +103,8 @@ def sample_sequence(model: VisualCometLMHead, prompts: torch.Tensor, visual: dic
             out = model(nxt, cache=cache, use_cache=True, position_offset=P + step)
             cache = out["cache"]
         else:
-            out = model(torch.cat([ids] + generated, dim=1), **vis)
+            with per_prompt_slots(model):
+                out = model(torch.cat([ids] + generated, dim=1), **vis)
     return torch.cat(generated, dim=1)
 
 
@@ -372,7 +394,8 @@ def beam_search_batch(model: VisualCometLMHead, prompts: torch.Tensor, visual: d
     seqs = torch.zeros(B, K, 0, dtype=torch.long, device=device)
     live = torch.ones(B, dtype=torch.bool, device=device)  # clean variant: prompts still searching
     ids = prompts.repeat_interleave(K, dim=0)
-    out = model(ids, **(_repeat(visual, K) if visual else {}), use_cache=True)
+    with per_prompt_slots(model):
+        out = model(ids, **(_repeat(visual, K) if visual else {}), use_cache=True)
     cache = out["cache"]
     order = torch.arange(2 * K, device=device)
     for step in range(length):

@@ -196,7 +196,7 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
     # frozen: the original never used it), so DDP searches for unused parameters only with --no_image.
     ddp_model = wrap_model(model, info, find_unused_parameters=bool(args.no_image))
     if args.compile:
-        ddp_model = torch.compile(ddp_model)
+        ddp_model = torch.compile(ddp_model, backend=args.compile_backend)
     experiment = ExperimentLog(out_dir, report_to=args.report_to, config=vars(args), enabled=info.is_main)
     sampler = make_sampler(train_ds, shuffle=True, seed=args.seed, drop_last=True)
     manager = CheckpointManager(out_dir / "resume", keep_last=1)

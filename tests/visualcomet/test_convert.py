@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
+from common.errors import InputError
 from visualcomet import convert
 from visualcomet.convert import parse_key_file
 
@@ -116,3 +118,71 @@ def test_convert_file_writes_loadable_directory(vc_tokenizer, tmp_path):
     model, loaded = load_pretrained(tmp_path / "new", require_weights=True)
     assert loaded and torch.equal(model.transformer.wte.weight, sd["transformer.wte.weight"])
     assert (tmp_path / "new" / "added_tokens.json").is_file()
+
+
+def _outputs(model, vocab: int, feature_dim: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, vocab, (2, 12), generator=g)
+    mask = torch.zeros(2, 15, dtype=torch.long)
+    mask[:, :3] = 1
+    with torch.no_grad():
+        return model.eval()(ids, torch.randn(2, 15, feature_dim, generator=g), mask,
+                            torch.randint(0, vocab, (2, 15), generator=g))["logits"]
+
+
+def _no_pickle(monkeypatch) -> None:
+    import pickle
+
+    def refuse(*_, **__):
+        raise AssertionError("pickle used on the safetensors loading path")
+
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+
+
+def test_save_pretrained_round_trip_with_card(vc_tokenizer, tmp_path):
+    """Issue 16: a briefly trained tiny model -> save_pretrained -> from_pretrained gives equal outputs."""
+    from visualcomet.model import VisualCometLMHead, make_config
+    from visualcomet.optim import OriginalAdamW
+
+    torch.manual_seed(0)
+    model = VisualCometLMHead(make_config(vocab_size=len(vc_tokenizer), n_layer=2, n_head=2, n_embd=32,
+                                          feature_dim=16, max_event=7, max_place=5, max_inference=7))
+    opt = OriginalAdamW(model.parameters(), lr=1e-2)
+    ids = torch.randint(0, len(vc_tokenizer), (4, 12))
+    for _ in range(2):  # "trained": the weights are no longer their initialisation
+        model(ids, labels=ids)["loss"].backward()
+        opt.step()
+        opt.zero_grad()
+    results = tmp_path / "metrics.json"
+    results.write_text(json.dumps({"perplexity_inference": 12.5, "loss_inference": 2.53, "note": "text"}))
+    out = tmp_path / "published"
+    model.save_pretrained(out, metrics_file=results, tokenizer=vc_tokenizer)
+    assert {"config.json", "model.safetensors", "README.md", "vocab.json"} <= {p.name for p in out.iterdir()}
+    assert not (out / "pytorch_model.bin").exists()
+    card = (out / "README.md").read_text()
+    assert "VisualCOMET" in card and "| perplexity_inference | 12.5 |" in card and "from_pretrained" in card
+    assert json.loads((out / "config.json").read_text())["paper"] == "visualcomet"
+    loaded = VisualCometLMHead.from_pretrained(out)
+    assert torch.equal(_outputs(model, len(vc_tokenizer), 16), _outputs(loaded, len(vc_tokenizer), 16))
+    assert loaded.lm_head.weight.data_ptr() == loaded.transformer.wte.weight.data_ptr()  # tied again
+
+
+def test_to_safetensors_then_loading_runs_no_pickle(vc_tokenizer, tmp_path, monkeypatch, capsys):
+    """--to_safetensors on a synthesised 2.4.1 directory; the result loads with every pickle entry point refused."""
+    from visualcomet.model import VisualCometLMHead, load_pretrained
+
+    sd = write_released_checkpoint(tmp_path / "orig", vc_tokenizer, feature_dim=16)
+    original, _ = load_pretrained(tmp_path / "orig", require_weights=True)
+    assert convert.main(["--to_safetensors", str(tmp_path / "orig"), str(tmp_path / "st")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert (tmp_path / "st" / "model.safetensors").is_file() and (tmp_path / "st" / "README.md").is_file()
+    _no_pickle(monkeypatch)
+    model = VisualCometLMHead.from_pretrained(tmp_path / "st")
+    assert torch.equal(model.transformer.wte.weight, sd["transformer.wte.weight"])
+    assert torch.equal(_outputs(model, len(vc_tokenizer), 16), _outputs(original, len(vc_tokenizer), 16))
+    # nothing is replaced: a second conversion into the same directory is refused
+    monkeypatch.undo()
+    with pytest.raises(InputError, match="exists"):
+        convert.main(["--to_safetensors", str(tmp_path / "orig"), str(tmp_path / "st")])

@@ -42,6 +42,13 @@ def test_kill_and_resume_is_bit_identical(vc_data, vc_train_argv, tmp_path):
     log = [json.loads(line) for line in (full / "train_log.jsonl").read_text().splitlines()]
     assert any("loss" in r and "lr" in r for r in log) and any("eval_loss" in r for r in log)
     assert (full / "checkpoint-3" / "added_tokens.json").is_file()
+    # the common experiment log (issue 16): train loss/lr every --logging_steps, validation at 3, 6 and the end
+    from common.experiment_log import read_metrics
+
+    records = read_metrics(full)
+    assert {(r["split"], r["name"], r["step"]) for r in records} >= {
+        ("train", "loss", 5), ("train", "lr", 5), ("val", "loss", 3), ("val", "perplexity", 6), ("val", "loss", 7)}
+    assert "| perplexity_inference |" in (full / "README.md").read_text()  # the card shows the final metrics
 
 
 def test_torchrun_two_processes_cpu(vc_data, vc_train_argv, tmp_path):

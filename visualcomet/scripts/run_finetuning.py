@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the matmul-softmax-matmul of the original; same results within float rounding)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model for training (off by default; the "
                                                           "first steps are slow while it compiles)")
+    p.add_argument("--compile_backend", default="inductor",
+                   help="torch.compile backend with --compile (inductor; aot_eager/eager for debugging)")
     p.add_argument("--adamw_loop", action="store_true",
                    help="with --adamw original: update parameter by parameter like 2.4.1 instead of the "
                         "multi-tensor (foreach) version (bit-identical, slower)")
