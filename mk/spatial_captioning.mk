@@ -27,7 +27,7 @@ SC_NEED_DATA = $(if $(SC_GIVEN),,$(SC_SYNTHETIC)/cocotalk.json)
 	spatial_captioning-prepro_ngrams spatial_captioning-prepro_areas spatial_captioning-prepro_bbox \
 	spatial_captioning-make_bu_data spatial_captioning-prepro_feats spatial_captioning-train \
 	spatial_captioning-train_scst spatial_captioning-eval spatial_captioning-create_report \
-	spatial_captioning-check-keys
+	spatial_captioning-check-keys spatial_captioning-bench
 
 spatial_captioning-demo: install ## Spatial captioning: synthetic data -> XE + SCST + eval; runs/demo/spatial_captioning/
 	$(PY) -m spatial_captioning.demo --out runs/demo/spatial_captioning --overwrite --data_dir $(SC_DATA_DIR)
@@ -92,5 +92,8 @@ spatial_captioning-create_report: install ## Spatial captioning: create_report.p
 
 spatial_captioning-check-keys: install ## Spatial captioning: convert.py --check-keys on the released-layout key file
 	$(PY) -m spatial_captioning.convert --check-keys tests/fixtures/spatial_captioning_state_dict_keys.txt
+
+spatial_captioning-bench: install ## Spatial captioning: speed table at the README configuration (eager fp32 vs SDPA/autocast/fused Adam/compile); ARGS="--compile" adds compile on CPU
+	$(PY) benchmarks/spatial_captioning.py $(ARGS)
 
 DEMO_TARGETS += spatial_captioning-demo
