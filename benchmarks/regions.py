@@ -43,18 +43,21 @@ def _autocast(device: str, dtype: str):
     return torch.autocast(device, dtype=torch.bfloat16)
 
 
-def _time(fn, repeat: int, device: str) -> float:
+def _time(fn, repeat: int, device: str) -> tuple[float, float]:
+    """(best wall seconds, CPU seconds of this process in that run): the second is what a busy machine hides."""
     fn()  # warm-up
-    best = float("inf")
+    best, cpu = float("inf"), float("nan")
     for _ in range(repeat):
         if device == "cuda":
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         if device == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
+        wall = time.perf_counter() - start
+        if wall < best:
+            best, cpu = wall, time.process_time() - start_cpu
+    return best, cpu
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,11 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             def given() -> None:
                 with torch.no_grad(), _autocast(device, dtype):
                     d2.region_features(image, box_t)
-            sec = _time(given, args.repeat, device)
+            sec, cpu = _time(given, args.repeat, device)
             print(f"given boxes  {device:4s} {dtype}: {sec:6.2f} s/image  {1 / sec:6.2f} images/s  "
-                  f"(800x600 -> {image.shape[3]}x{image.shape[2]}, 21 boxes)")
+                  f"({cpu:.2f} CPU-s; 800x600 -> {image.shape[3]}x{image.shape[2]}, 21 boxes)")
             if device == "cpu" and dtype == "fp32":
-                bar = sec
+                bar = (sec, cpu)
         d2.cpu()
         if bu is None:
             continue
@@ -107,12 +110,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             def detect() -> None:
                 with torch.no_grad(), _autocast(device, dtype):
                     bu.detect(bimage, scale)
-            sec = _time(detect, args.repeat, device)
+            sec, cpu = _time(detect, args.repeat, device)
             print(f"detection    {device:4s} {dtype}: {sec:6.2f} s/image  {1 / sec:6.2f} images/s  "
-                  f"(800x600 -> {bimage.shape[3]}x{bimage.shape[2]}, 300 proposals)")
+                  f"({cpu:.2f} CPU-s; 800x600 -> {bimage.shape[3]}x{bimage.shape[2]}, 300 proposals)")
         bu.cpu()
-    verdict = "meets" if bar < BAR_SECONDS else "MISSES"
-    print(f"issue 13 bar: 800x600 image with 20 given boxes on CPU fp32 took {bar:.2f} s ({verdict} < {BAR_SECONDS:.0f} s)")
+    wall, cpu = bar
+    verdict = "meets" if wall < BAR_SECONDS else "MISSES"
+    print(f"issue 13 bar: 800x600 image with 20 given boxes on CPU fp32 took {wall:.2f} s ({verdict} < "
+          f"{BAR_SECONDS:.0f} s) using {cpu:.2f} CPU-s on {torch.get_num_threads()} thread(s); on an idle machine the "
+          f"wall time is about CPU-s / threads")
     return 0
 
 
