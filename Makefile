@@ -46,11 +46,18 @@ demo: install ## Run every paper's pipeline on embedded synthetic data; reports 
 	fi
 	@echo "Demo reports: $(CURDIR)/runs/demo/"
 
-bench: install ## Speed of common.metrics against pycocoevalcap (prints the ratios)
+# Filled after the mk/*.mk includes below with every <paper>-bench target they define.
+BENCH_TARGETS :=
+
+bench: install ## Every speed table: common.metrics vs pycocoevalcap, then each paper's <paper>-bench
 	$(PY) benchmarks/metrics.py
+	@for target in $(BENCH_TARGETS); do $(MAKE) --no-print-directory $$target || exit 1; done
 
 clean: ## Remove runs/ and caches (keeps .venv)
 	rm -rf runs .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 include $(sort $(wildcard mk/*.mk))
+
+# every <paper>-bench / regions-bench target defined in mk/*.mk
+BENCH_TARGETS += $(filter %-bench,$(shell sed -n 's/^\([a-zA-Z0-9_.-]*-bench\):.*/\1/p' $(sort $(wildcard mk/*.mk))))
