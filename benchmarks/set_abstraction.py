@@ -30,6 +30,17 @@ SET_SIZE = 4
 SUBSETS = 2**SET_SIZE - 1
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -138,7 +149,7 @@ def main(argv=None) -> int:
         except Exception as err:  # a path unavailable here: say why in its row, keep the table
             rows.append({"path": name, "error": f"{type(err).__name__}: {str(err).splitlines()[0][:70]}"})
     base = rows[0] if "error" not in rows[0] and rows[0]["path"].startswith("fp32 eager") else None
-    name_dev = torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine())
+    name_dev = torch.cuda.get_device_name(device) if cuda else cpu_name()
     sizes = build_model(args.config)
     print(f"set_abstraction SAM ({args.config}: {sizes.in_features}-d, {sizes.num_nodes} nodes, scales "
           f"{'-'.join(map(str, sizes.scales))}, sets of {SET_SIZE}), batch {batch} sets, "

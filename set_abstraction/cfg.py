@@ -36,8 +36,8 @@ def str2bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"boolean value expected, got {value!r}")
 
 
-TRAINING_ONLY = ("num_epochs", "start_epoch", "max_step", "val_freq", "checkpoint_freq", "clip_gradient", "fused_optimizer",
-                 "lr_schedule", "return_metric")
+TRAINING_ONLY = ("num_epochs", "start_epoch", "max_step", "val_freq", "checkpoint_freq", "clip_gradient",
+                 "fused_optimizer", "lr_schedule", "return_metric")
 # Accepted by test.py (the original shared one parser) but hidden from its --help: evaluation never reads them.
 HIDDEN_IN_TEST = TRAINING_ONLY + ("evaluate", "checkpoint_dir", "optimizer", "lr")
 

@@ -29,7 +29,8 @@ def clip_frames(colour: Sequence[int], direction: Sequence[int], num_frames: int
                 value_ramp: bool = False) -> np.ndarray:
     """[T, size, size, 3] uint8: a square of ``colour`` moving along ``direction`` (wrapping around).
 
-    ``value_ramp`` makes frame t a uniform grey of value 4 + 5 t instead (up to t = 50) (frame identity visible in its mean).
+    ``value_ramp`` makes frame t a uniform grey of value 4 + 5 t instead (its identity is visible in its
+    mean; up to t = 50).
     """
     frames = np.empty((num_frames, size, size, 3), np.uint8)
     side = size // 4
