@@ -92,6 +92,12 @@ class ResNet3d(nn.Module):
             setattr(self, f"layer{i + 1}", nn.Sequential(*stage))
         self.num_stages = len(config.layers)
         self.avgpool = nn.AdaptiveAvgPool3d(1)
+        for m in self.modules():  # the published ResNet3D.init_weights (random weights keep their scale)
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
