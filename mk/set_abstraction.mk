@@ -33,8 +33,9 @@ set_abstraction-test: install $(if $(SA_GIVEN),,$(SA_SYNTHETIC)/moments_graph.js
 	cd set_abstraction && $(abspath $(PY)) test.py $(SA_RUN_FLAGS) --model AbstractionEmbeddingModule \
 		--resume $(if $(RESUME),$(abspath $(RESUME)),$(SA_BEST)) $(if $(SA_GIVEN),,--model_config tiny --num_workers 0) $(ARGS)
 
-set_abstraction-check-keys: install ## Set abstraction: check the released checkpoint key layout (convert.py --check-keys)
+set_abstraction-check-keys: install ## Set abstraction: check the released SAM and published 3D ResNet-50 key layouts
 	$(PY) -m set_abstraction.convert --check-keys tests/fixtures/set_abstraction_state_dict_keys.txt
+	$(PY) -m set_abstraction.convert --check-backbone-keys tests/set_abstraction/fixtures/resnet3d50_published_keys.txt
 
 set_abstraction-download: install ## Set abstraction: download the released metadata into DATA_DIR (default metadata/)
 	cd set_abstraction && $(abspath $(PY)) scripts/download_data.py --data_dir $(abspath $(if $(SA_GIVEN),$(DATA_DIR),set_abstraction/metadata)) $(ARGS)

@@ -179,3 +179,45 @@ def load_backbone_weights(model: nn.Module, path: str | Path, trust: bool = Fals
     obj = load_checkpoint_file(path, trust=trust)
     load_state_dict_strict(model, convert_backbone_state_dict(obj, model, path), strict=True, source=path)
     return model
+
+
+PUBLISHED_KEY_FILE = (Path(__file__).resolve().parents[1] / "tests" / "set_abstraction" / "fixtures"
+                      / "resnet3d50_published_keys.txt")
+
+
+def parse_backbone_key_file(path: str | Path) -> dict[str, dict[str, tuple[int, ...]]]:
+    """{layout: {key: shape}} from a key list with ``[layout]`` section lines."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "key file not found")
+    sections: dict[str, dict[str, tuple[int, ...]]] = {}
+    current = None
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.startswith("#") or not line.strip():
+            continue
+        if line.startswith("[") and line.rstrip().endswith("]"):
+            current = sections.setdefault(line.strip()[1:-1], {})
+            continue
+        try:
+            key, shape = line.split("\t")
+            dims = tuple(int(x) for x in shape.strip().strip("[]").split(",") if x.strip())
+        except ValueError:
+            raise InputError(path, f"expected '<key>\\t[<shape>]', got {line!r}", record=f"line {lineno}") from None
+        if current is None:
+            raise InputError(path, "a key before any [layout] line", record=f"line {lineno}")
+        current[key] = dims
+    return sections
+
+
+def check_backbone_keys(path: str | Path = PUBLISHED_KEY_FILE) -> dict[str, str]:
+    """Convert + strictly load a meta-tensor file of each listed layout into resnet3d50: {layout: summary}."""
+    results = {}
+    for layout, keys in parse_backbone_key_file(path).items():
+        with torch.device("meta"):
+            model = build_backbone("resnet3d50")
+            state = {k: torch.empty(shape) for k, shape in keys.items()}
+        converted = convert_backbone_state_dict({"state_dict": state}, model, f"{path} [{layout}]")
+        report = load_state_dict_strict(model, converted, strict=True, source=f"{path} [{layout}]")
+        dropped = len(keys) - len([k for k in keys if k.split("module.")[-1] in converted])
+        results[layout] = f"{report.summary()}, {dropped} classifier keys checked and dropped"
+    return results

@@ -28,6 +28,7 @@ from common.checkpoint import load_checkpoint_file, load_state_dict_strict, rema
 from common.errors import InputError, run_cli
 from common.safe_pickle import add_trust_flag
 from common.threads import add_num_threads_flag, apply_num_threads
+from set_abstraction.backbone import PUBLISHED_KEY_FILE, check_backbone_keys
 from set_abstraction.model import AbstractionEmbeddingModule, SAMConfig
 
 DEFAULT_KEY_FILE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "set_abstraction_state_dict_keys.txt"
@@ -176,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check-keys", dest="check_keys", metavar="FILE", nargs="?", const=str(DEFAULT_KEY_FILE),
                    help="key/shape list of the released checkpoints (default: tests/fixtures copy)")
+    p.add_argument("--check-backbone-keys", dest="check_backbone_keys", metavar="FILE", nargs="?",
+                   const=str(PUBLISHED_KEY_FILE),
+                   help="key/shape list of the published Moments/Kinetics 3D ResNet-50 files (default: the "
+                        "tests/set_abstraction/fixtures copy): converted and loaded strictly into the backbone")
     p.add_argument("--dataset", nargs="+", default=None, choices=("moments", "kinetics"),
                    help="which key-file sections to check (default: all)")
     p.add_argument("--input", help="original checkpoint (.pth.tar) to convert")
@@ -197,8 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """--check-keys FILE, or --input CKPT --output FILE.safetensors."""
     args = build_parser().parse_args(argv)
     apply_num_threads(args.num_threads)
-    if args.check_keys is None and args.input is None and args.to_safetensors is None:
-        raise InputError("convert", "pass --check-keys FILE, --input CKPT --output FILE or --to_safetensors SRC DST")
+    if args.check_backbone_keys is not None:
+        for layout, summary in check_backbone_keys(args.check_backbone_keys).items():
+            print(f"resnet3d50 [{layout}]: {summary}")
+    elif args.check_keys is None and args.input is None and args.to_safetensors is None:
+        raise InputError("convert", "pass --check-keys FILE, --check-backbone-keys FILE, --input CKPT --output "
+                                    "FILE or --to_safetensors SRC DST")
     if args.to_safetensors is not None:
         src, dst = args.to_safetensors
         to_safetensors(src, dst, trust=args.trust_checkpoint, results=args.results, model_config=args.model_config)

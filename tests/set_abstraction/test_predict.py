@@ -13,7 +13,10 @@ import torch
 from common.checkpoint import CheckpointKeyError
 from common.errors import InputError
 from set_abstraction import predict
-from set_abstraction.backbone import ResNet3d, BackboneConfig, build_backbone, convert_backbone_state_dict
+from common.errors import run_cli
+from set_abstraction import convert
+from set_abstraction.backbone import (PUBLISHED_KEY_FILE, BackboneConfig, ResNet3d, build_backbone,
+                                      convert_backbone_state_dict, parse_backbone_key_file)
 from set_abstraction.clips import clip_frames, write_clips, write_mp4
 from set_abstraction.convert import to_original_state_dict
 from set_abstraction.model import build_model
@@ -64,22 +67,9 @@ def test_short_clip_refused_unless_repeating(ramp, tmp_path):
     assert total == 5 and frames.shape == (8, 16, 16, 3)
 
 
-def _sections() -> dict[str, dict[str, tuple[int, ...]]]:
-    sections, current = {}, None
-    for line in KEY_FILE.read_text().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        if line.startswith("["):
-            current = sections.setdefault(line.strip("[]"), {})
-            continue
-        key, shape = line.split("\t")
-        current[key] = tuple(int(x) for x in shape.strip("[]").split(",") if x.strip())
-    return sections
-
-
 @pytest.mark.parametrize("layout", ["moments", "kinetics"])
 def test_published_backbone_layouts_load_strictly(layout):
-    keys = _sections()[layout]
+    keys = parse_backbone_key_file(KEY_FILE)[layout]
     assert len(keys) == 320  # 318 backbone entries + the classifier's weight and bias
     with torch.device("meta"):
         model = build_backbone("resnet3d50")
@@ -103,6 +93,22 @@ def test_published_backbone_layouts_load_strictly(layout):
     bad[classifier] = torch.empty(400, 512, device="meta")
     with pytest.raises(InputError, match="does not take 2048-d features"):
         convert_backbone_state_dict(bad, model, KEY_FILE)
+
+
+def test_check_backbone_keys_cli(tmp_path, capsys):
+    assert PUBLISHED_KEY_FILE == KEY_FILE
+    assert convert.main(["--check-backbone-keys"]) == 0
+    out = capsys.readouterr().out
+    for layout in ("moments", "kinetics"):
+        assert f"resnet3d50 [{layout}]: loaded 318/318 keys, 2 classifier keys checked and dropped" in out
+    bad = tmp_path / "keys.txt"
+    bad.write_text(KEY_FILE.read_text().replace("module.conv1.weight\t[64, 3, 7, 7, 7]",
+                                                "module.conv1.weight\t[64, 3, 3, 7, 7]"))
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(convert.main, ["--check-backbone-keys", str(bad)])
+    assert exit_info.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(bad) in line and "conv1.weight" in line
 
 
 @pytest.fixture(scope="module")
