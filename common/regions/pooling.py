@@ -5,7 +5,7 @@
   Bilinear weights are separable and the sample grid is a product of its rows and columns, so each output is
   ``Wy @ feature @ Wx^T`` with per-box row/column weight matrices (exact, no per-box loop).
 * ``roi_pool``: the Caffe RoIPool of bottom-up-attention (torchvision ``roi_pool``): box corners rounded half away
-  from zero, +1 sizes, max over integer bins, empty bins 0. Column ranges are answered from a sparse max table.
+  from zero, +1 sizes, max over integer bins, empty bins 0. Bin maxima are read from a 2-D sparse max table.
 """
 from __future__ import annotations
 
@@ -82,43 +82,53 @@ def _pool_bins(start: torch.Tensor, end: torch.Tensor, pooled: int, size: int) -
     return lo.clamp(0, size), hi.clamp(0, size)
 
 
-def _sparse_max_table(x: torch.Tensor) -> torch.Tensor:
-    """(L, ..., W): level k holds the max over x[..., w : w + 2**k] (-inf where the window leaves the map)."""
+def _sparse_max_table(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """(levels, ..., W): level k holds the max over x[..., w : w + 2**k] (-inf where the window leaves the map)."""
     width = x.shape[-1]
-    levels = [x]
-    k = 1
-    while (1 << k) <= width:
-        prev = levels[-1]
-        half = 1 << (k - 1)
+    out = [x]
+    for k in range(1, levels):
+        prev, half = out[-1], 1 << (k - 1)
         nxt = torch.full_like(prev, float("-inf"))
-        nxt[..., :width - half] = torch.maximum(prev[..., :width - half], prev[..., half:])
-        levels.append(nxt)
-        k += 1
-    return torch.stack(levels)
+        if width > half:
+            nxt[..., :width - half] = torch.maximum(prev[..., :width - half], prev[..., half:])
+        out.append(nxt)
+    return torch.stack(out)
 
 
 def roi_pool(features: torch.Tensor, boxes: torch.Tensor, output_size: int, spatial_scale: float) -> torch.Tensor:
-    """(N, C, S, S) Caffe RoIPool of (N, 4) image-space boxes on a (C, H, W) map."""
+    """(N, C, S, S) Caffe RoIPool of (N, 4) image-space boxes on a (C, H, W) map.
+
+    Every bin is the max of four overlapping power-of-two windows read from one 2-D sparse max table of the map
+    (levels up to the largest bin), so the cost is a few gathers per bin, whatever the box sizes.
+    """
     feat = _as_chw(features)
     c, h, w = feat.shape
     scaled = _round_half_away(boxes.to(torch.float32) * spatial_scale).long()
     x_lo, x_hi = _pool_bins(scaled[:, 0], scaled[:, 2], output_size, w)
     y_lo, y_hi = _pool_bins(scaled[:, 1], scaled[:, 3], output_size, h)
-    table = _sparse_max_table(feat)  # (L, C, H, W)
-    x_len = (x_hi - x_lo).clamp(min=1)
-    level = torch.floor(torch.log2(x_len.to(torch.float64))).long()
-    x_second = (x_hi - (1 << level)).clamp(min=0)
-    x_first = x_lo.clamp(max=w - 1)
-    rows_idx = torch.arange(h)
-    out = feat.new_zeros(len(scaled), c, output_size, output_size)
-    step = max(1, _CHUNK_ELEMENTS // max(1, output_size * c * h))
-    for s in range(0, len(scaled), step):
-        e = s + step
-        # (n, S, C, H): max over each column bin, for every row of the map
-        cols = torch.maximum(table[level[s:e], :, :, x_first[s:e]], table[level[s:e], :, :, x_second[s:e]])
-        for ph in range(output_size):
-            in_bin = (rows_idx[None] >= y_lo[s:e, ph:ph + 1]) & (rows_idx[None] < y_hi[s:e, ph:ph + 1])  # (n, H)
-            vals = cols.masked_fill(~in_bin[:, None, None, :], float("-inf")).amax(-1)  # (n, S, C)
-            out[s:e, :, ph, :] = vals.permute(0, 2, 1)
+
+    def query(lo: torch.Tensor, hi: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # a range [lo, hi) is the max of two (overlapping) power-of-two windows starting at lo and at hi - 2**level
+        level = torch.floor(torch.log2((hi - lo).clamp(min=1).to(torch.float64))).long()
+        return level, lo.clamp(max=size - 1), (hi - (1 << level)).clamp(min=0)
+
+    x_level, x_first, x_second = query(x_lo, x_hi, w)
+    y_level, y_first, y_second = query(y_lo, y_hi, h)
+    n = len(scaled)
+    if n == 0:
+        return feat.new_zeros(0, c, output_size, output_size)
+    by_cols = _sparse_max_table(feat, int(x_level.max()) + 1)  # (Lx, C, H, W)
+    table = _sparse_max_table(by_cols.transpose(-1, -2), int(y_level.max()) + 1)  # (Ly, Lx, C, W, H)
+    out = feat.new_empty(n, output_size, output_size, c)
+    step = max(1, _CHUNK_ELEMENTS // (output_size * output_size * c))
+    for s in range(0, n, step):
+        e = min(s + step, n)
+        ky, kx = y_level[s:e, :, None], x_level[s:e, None, :]  # (n, S_y, 1), (n, 1, S_x)
+        best = None
+        for ys in (y_first[s:e], y_second[s:e]):
+            for xs in (x_first[s:e], x_second[s:e]):
+                part = table[ky, kx, :, xs[:, None, :], ys[:, :, None]]  # (n, S_y, S_x, C)
+                best = part if best is None else torch.maximum(best, part)
+        out[s:e] = best
     empty = (x_hi <= x_lo)[:, None, :] | (y_hi <= y_lo)[:, :, None]  # (N, S_y, S_x)
-    return out.masked_fill(empty[:, None], 0.0)
+    return out.masked_fill(empty[..., None], 0.0).permute(0, 3, 1, 2).contiguous()

@@ -103,7 +103,7 @@ def test_roi_align_matches_definition(seed, size, scale):
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("seed,size,scale", [(0, 4, 1 / 16), (1, 7, 1 / 16), (2, 14, 0.5)])
+@pytest.mark.parametrize("seed,size,scale", [(0, 4, 1 / 16), (1, 7, 1 / 16), (2, 14, 0.5), (3, 2, 1.0)])
 def test_roi_pool_matches_definition(seed, size, scale):
     gen = torch.Generator().manual_seed(seed)
     fmap = torch.randn(3, 9, 11, generator=gen)
