@@ -100,6 +100,13 @@ def check_video_file(path: str | Path) -> None:
         raise InputError(path, "empty file (0 bytes), not a video", field="video")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         raise InputError(path, f"is an image ({path.suffix}), a video was expected", field="video")
+    try:  # an image under a video name (OpenCV would read it as a one-frame video); PIL reads only the header
+        with Image.open(path) as img:
+            kind = img.format
+    except Exception:  # noqa: BLE001 - anything PIL cannot identify is left to the video decoders
+        kind = None
+    if kind is not None and kind != "GIF":
+        raise InputError(path, f"is an image ({kind}), a video was expected", field="video")
 
 
 def _pick(path, vlen: int, fps: float, num_frames: int, sample: str, max_num_frames: int, min_frames: int) -> list[int]:
