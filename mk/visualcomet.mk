@@ -6,7 +6,7 @@ VC_SEQ_LEN ?= $(if $(DATA_DIR),128,40)
 VC_GENS := $(VC_RUN_DIR)/model/val_sample_1_num_5_top_k_0_top_p_0.9.json
 
 .PHONY: visualcomet-demo visualcomet-data visualcomet-finetune visualcomet-generate visualcomet-evaluate \
-	visualcomet-rank visualcomet-visualize visualcomet-check-keys
+	visualcomet-rank visualcomet-visualize visualcomet-check-keys visualcomet-bench
 
 visualcomet-demo: install ## VisualCOMET: synthetic data, train image/text-only models, rank, generate, score, draw
 	$(PY) -m visualcomet.demo --data_dir runs/synthetic/visualcomet --out runs/demo/visualcomet
@@ -39,5 +39,8 @@ visualcomet-visualize: install ## VisualCOMET: draw boxes, event, place and gene
 
 visualcomet-check-keys: install ## VisualCOMET: convert.py --check-keys on the released checkpoint's key list
 	$(PY) -m visualcomet.convert --check-keys tests/fixtures/visualcomet_state_dict_keys.txt
+
+visualcomet-bench: install ## VisualCOMET: speed table at the paper's size (GPT-2 small + 2048-d), fp32 eager vs SDPA/AdamW/autocast/compile, sampling and beams; ARGS="--compile on" adds compile on CPU
+	$(PY) benchmarks/visualcomet.py $(ARGS)
 
 DEMO_TARGETS += visualcomet-demo
