@@ -167,7 +167,7 @@ def _decode_opencv(path: str) -> tuple[np.ndarray, float]:
         frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
     cap.release()
     if not frames:
-        raise InputError(path, "no frame could be decoded", field="video")
+        raise InputError(path, "does not decode as a video (OpenCV read no frame)", field="video")
     return np.stack(frames), float(fps)
 
 
@@ -269,6 +269,8 @@ def _read_opencv(path: str, num_frames: int, sample: str, max_num_frames: int, m
             vlen += 1
     finally:
         cap.release()
+    if vlen == 0:
+        raise InputError(path, "does not decode as a video (OpenCV read no frame)", field="video")
     indices = _pick(path, vlen, float(fps), num_frames, sample, max_num_frames, min_frames)
     wanted = set(indices)
     decoded = {}
