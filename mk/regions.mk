@@ -18,7 +18,7 @@ visualcomet-predict: install ## VisualCOMET: grace_hopper.jpg + boxes -> inferen
 spatial_captioning-predict: install ## Spatial captioning: grace_hopper.jpg -> detected regions, caption, PNG (tiny random weights) in runs/demo/spatial_captioning_predict
 	@test -f $(SC_PREDICT_DIR)/ckpt/model.pth || $(PY) -m spatial_captioning.image_folder --demo_setup $(SC_PREDICT_DIR)/ckpt
 	@mkdir -p $(SC_PREDICT_DIR)/images && cp "$(REG_HOPPER)" $(SC_PREDICT_DIR)/images/grace_hopper_1.jpg
-	$(PY) -m spatial_captioning.image_folder --image_folder $(SC_PREDICT_DIR)/images --model $(SC_PREDICT_DIR)/ckpt/model.pth \
+	$(PY) -m spatial_captioning.eval --image_folder $(SC_PREDICT_DIR)/images --model $(SC_PREDICT_DIR)/ckpt/model.pth \
 		--infos_path $(SC_PREDICT_DIR)/ckpt/infos_demo.pkl --detector_weights $(SC_PREDICT_DIR)/ckpt/bua_tiny.pth \
 		--vis_dir $(SC_PREDICT_DIR)/vis --device cpu --beam_size 2 --overwrite 1
 

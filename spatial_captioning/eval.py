@@ -13,6 +13,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options and evaluate."""
     opt, given = parse_eval_opt(argv)
     apply_num_threads(opt.num_threads)
+    if opt.image_folder:
+        from spatial_captioning.image_folder import caption_image_folder
+
+        caption_image_folder(opt, given)
+        return 0
     run_eval(opt, given)
     return 0
 

@@ -393,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, path in write_demo_checkpoint(argv[1]).items():
             print(f"{name}: {path}")
         return 0
-    parser = add_image_folder_args(eval_parser())
+    parser = eval_parser()  # eval.py's parser already carries the raw-image flags
     opt = parser.parse_args(argv)
     if not opt.image_folder:
         parser.error("--image_folder is required")

@@ -313,7 +313,8 @@ def eval_parser() -> argparse.ArgumentParser:
                    help="N>0: write a PNG for the first N images (regions, grid, generated vs reference captions)")
     add_decoding_args(p)
     p.add_argument("--image_folder", type=str, default="",
-                   help="raw-image mode of the original (its DataLoaderRaw was never published; refused)")
+                   help="raw images: caption every image of this folder (regions from --detector_weights or "
+                        "--feature_dir; spatial_captioning/image_folder.py)")
     p.add_argument("--image_root", type=str, default="", help="root of the images (dumps, PNGs, report data)")
     p.add_argument("--cnn_weight_dir", type=str, default="", help="raw-image mode only (refused)")
     p.add_argument("--split", type=str, default="test", choices=["train", "val", "test"], help="split to evaluate")
@@ -342,6 +343,8 @@ def eval_parser() -> argparse.ArgumentParser:
     add_num_threads_flag(p)
     add_report_to_flag(p)
     add_data_args(p, train=False)
+    from spatial_captioning.image_folder import add_image_folder_args
+    add_image_folder_args(p)
     return p
 
 
@@ -356,8 +359,8 @@ def parse_eval_opt(argv: Sequence[str] | None = None) -> tuple[argparse.Namespac
     parser = eval_parser()
     opt = parser.parse_args(argv)
     given = explicit_options(parser, argv)
-    if opt.image_folder or opt.coco_json or opt.cnn_weight_dir:
-        raise SystemExit("error: raw-image mode (--image_folder/--coco_json/--cnn_weight_dir) needs the original's "
+    if opt.coco_json or opt.cnn_weight_dir:
+        raise SystemExit("error: raw-image mode (--coco_json/--cnn_weight_dir) needs the original's "
                          "DataLoaderRaw, which was never published; extract bottom-up features and evaluate those")
     return opt, given
 

@@ -55,6 +55,17 @@ def test_captions_raw_images_with_detector_or_feature_dir(demo, tmp_path, capsys
     assert "image 3:" in capsys.readouterr().out
 
 
+def test_eval_py_image_folder_is_the_same_path(demo, tmp_path):
+    """eval.py --image_folder (the original's raw-image flag) runs this module and writes the same captions."""
+    from spatial_captioning import eval as eval_script
+
+    run_cli(imf.main, _argv(demo, tmp_path / "module"))
+    run_cli(eval_script.main, _argv(demo, tmp_path / "eval"))
+    assert json.loads((tmp_path / "eval" / "vis.json").read_text()) == \
+        json.loads((tmp_path / "module" / "vis.json").read_text())
+    assert (tmp_path / "eval" / "png" / "3.png").is_file()
+
+
 def test_grid_vectors_follow_prepro_areas(demo):
     from types import SimpleNamespace
 

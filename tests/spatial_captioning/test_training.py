@@ -268,8 +268,9 @@ def test_create_report_reads_an_ort_report_pickle(tmp_path):
         load_report_pickle(tmp_path / "evil.pkl", "x")
 
 
-def test_eval_refuses_raw_image_mode():
-    out = subprocess.run([sys.executable, "-m", "spatial_captioning.eval", "--image_folder", "x"], env=ENV,
+def test_eval_refuses_the_unpublished_raw_image_options():
+    """--coco_json/--cnn_weight_dir needed the never-published DataLoaderRaw; --image_folder has its own path."""
+    out = subprocess.run([sys.executable, "-m", "spatial_captioning.eval", "--coco_json", "x"], env=ENV,
                          capture_output=True, text=True)
     assert out.returncode != 0 and "DataLoaderRaw" in out.stderr
 
