@@ -72,7 +72,7 @@ def test_query_finds_the_matching_clip(index, ckpt, tmp_path, capsys):
         hits_top1 += f"_{color}_{shape}_" in hits[0].path
         assert [h.rank for h in hits] == list(range(1, 81)) and hits[0].itm is not None and hits[20].itm is None
     # 16 queries, 5 matching clips each among 80 (chance of a top-1 hit: 1/16): 12 here and with another data seed
-    # (13 by ITC alone after 40 epochs); the misses are bar/pole confusions (README, "Synthetic demo")
+    # (13 by ITC alone after 40 epochs)
     assert hits_top1 >= 10, hits_top1
     png = tmp_path / "q.png"
     code, out, err = run(["--index", str(index), "--query", "A red square!", "--topk", "3", "--png", str(png)], capsys)
