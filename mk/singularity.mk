@@ -43,3 +43,29 @@ singularity-eval_vqa: install $(SL_DATA)/configs/ret_syn.yaml ## Singularity: QA
 
 singularity-check-keys: install ## Singularity: convert + strictly load every section of the released key list
 	$(PY) -m singularity.convert --check-keys tests/fixtures/singularity_state_dict_keys.txt
+
+# Your own videos (issue 14): text search over a folder of clips and QA about one clip, here on the synthetic clips
+# with the demo's checkpoints (runs/demo/singularity/{retrieval,qa}/ckpt_best.pth), trained into
+# runs/singularity/demo_ckpt/ first when there is no demo run.
+SL_RET_CKPT = $(firstword $(wildcard runs/demo/singularity/retrieval/ckpt_best.pth) runs/singularity/demo_ckpt/retrieval/ckpt_best.pth)
+SL_QA_CKPT = $(firstword $(wildcard runs/demo/singularity/qa/ckpt_best.pth) runs/singularity/demo_ckpt/qa/ckpt_best.pth)
+SL_SEARCH = $(SL_RUNS)/search-$(SL_STAMP)
+SL_ASK = $(SL_RUNS)/ask-$(SL_STAMP)
+
+.PHONY: singularity-search singularity-ask
+
+runs/singularity/demo_ckpt/retrieval/ckpt_best.pth: | $(SL_DATA)/configs/ret_syn.yaml
+	$(SL_TASK) singularity.tasks.retrieval $(SL_DATA)/configs/ret_syn.yaml output_dir=$(@D) eval_after_training=False
+
+runs/singularity/demo_ckpt/qa/ckpt_best.pth: | $(SL_RET_CKPT)
+	$(SL_TASK) singularity.tasks.vqa $(SL_DATA)/configs/qa_syn.yaml output_dir=$(@D) eval_after_training=False \
+		pretrained_path=$(SL_RET_CKPT) allow_partial=True
+
+singularity-search: install $(SL_DATA)/configs/ret_syn.yaml $(SL_RET_CKPT) ## Singularity: index the synthetic clips with the demo retrieval checkpoint, run 2 text queries -> runs/singularity/search-*
+	$(SL_TASK) singularity.search --videos $(SL_DATA)/videos_images/syn_vid --index $(SL_SEARCH)/syn_vid.npz --pretrained_path $(SL_RET_CKPT)
+	$(SL_TASK) singularity.search --index $(SL_SEARCH)/syn_vid.npz --query "a red square" --topk 5 --png $(SL_SEARCH)/red_square.png
+	$(SL_TASK) singularity.search --index $(SL_SEARCH)/syn_vid.npz --query "there is a yellow pole" --topk 5 --png $(SL_SEARCH)/yellow_pole.png
+
+singularity-ask: install $(SL_DATA)/configs/ret_syn.yaml $(SL_QA_CKPT) ## Singularity: ask 2 questions about a synthetic clip with the demo QA checkpoint -> runs/singularity/ask-*
+	$(SL_TASK) singularity.ask --video $(SL_DATA)/videos_images/syn_vid/qaval_blue_ring_01.mp4 --question "what color is the shape" --pretrained_path $(SL_QA_CKPT) --png $(SL_ASK)/color.png
+	$(SL_TASK) singularity.ask --video $(SL_DATA)/videos_images/syn_vid/qaval_blue_ring_01.mp4 --question "what shape is it" --pretrained_path $(SL_QA_CKPT) --png $(SL_ASK)/shape.png
