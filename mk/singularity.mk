@@ -64,7 +64,7 @@ runs/singularity/demo_ckpt/qa/ckpt_best.pth: | $(SL_RET_CKPT)
 singularity-search: install $(SL_DATA)/configs/ret_syn.yaml $(SL_RET_CKPT) ## Singularity: index the synthetic clips with the demo retrieval checkpoint, run 2 text queries -> runs/singularity/search-*
 	$(SL_TASK) singularity.search --videos $(SL_DATA)/videos_images/syn_vid --index $(SL_SEARCH)/syn_vid.npz --pretrained_path $(SL_RET_CKPT)
 	$(SL_TASK) singularity.search --index $(SL_SEARCH)/syn_vid.npz --query "a red square" --topk 5 --png $(SL_SEARCH)/red_square.png
-	$(SL_TASK) singularity.search --index $(SL_SEARCH)/syn_vid.npz --query "there is a yellow pole" --topk 5 --png $(SL_SEARCH)/yellow_pole.png
+	$(SL_TASK) singularity.search --index $(SL_SEARCH)/syn_vid.npz --query "a yellow pole" --topk 5 --png $(SL_SEARCH)/yellow_pole.png
 
 singularity-ask: install $(SL_DATA)/configs/ret_syn.yaml $(SL_QA_CKPT) ## Singularity: ask 2 questions about a synthetic clip with the demo QA checkpoint -> runs/singularity/ask-*
 	$(SL_TASK) singularity.ask --video $(SL_DATA)/videos_images/syn_vid/qaval_blue_ring_01.mp4 --question "what color is the shape" --pretrained_path $(SL_QA_CKPT) --png $(SL_ASK)/color.png

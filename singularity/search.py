@@ -30,6 +30,7 @@ import logging
 import re
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +71,7 @@ def file_sha256(path: str | Path) -> str:
 
 def model_config(checkpoint: dict, ckpt_path: str, config_path: str | None, overrides: list[str]):
     """The checkpoint's own config, or ``config_path``, with ``key=value`` overrides applied."""
-    from singularity.config import convert_types, load_config, parse_overrides
+    from singularity.config import OPTIONAL_KEYS, convert_types, load_config, parse_overrides
 
     overrides = parse_overrides(overrides)
     if config_path:
@@ -80,8 +81,13 @@ def model_config(checkpoint: dict, ckpt_path: str, config_path: str | None, over
         raise InputError(ckpt_path, "the checkpoint carries no model config: pass --config <YAML> (e.g. "
                                     "ret_msrvtt.yaml for a retrieval checkpoint, qa_msrvtt.yaml for QA)",
                          field="config")
-    config = OmegaConf.merge(OmegaConf.create(stored), OmegaConf.from_dotlist(overrides))
-    return convert_types(config)
+    base = OmegaConf.create(stored)
+    for token in overrides:
+        key = token.split("=", 1)[0]
+        if OmegaConf.select(base, key, default="<missing>") == "<missing>" and key not in OPTIONAL_KEYS:
+            raise InputError("command line", f"unknown config key {key!r} (not in the checkpoint's config)",
+                             field=key)
+    return convert_types(OmegaConf.merge(base, OmegaConf.from_dotlist(overrides)))
 
 
 def load_model(task: str, ckpt_path: str, config_path: str | None, overrides: list[str], trust: bool,
@@ -289,6 +295,9 @@ def build_index(args, device: torch.device) -> Index:
         if index.meta["root"] != str(root):
             raise InputError(index_path, f"indexes {index.meta['root']}, not {root}: use another --index",
                              field="root")
+        if index.meta["ensemble"] != ensemble:
+            raise InputError(index_path, f"built with eval_frame_ensemble={index.meta['ensemble']}, not {ensemble}: "
+                                         "use another --index", field="ensemble")
     else:
         index = Index(meta)
     index.meta.update({k: meta[k] for k in ("config", "overrides", "ensemble", "allow_short")})
@@ -312,8 +321,10 @@ def build_index(args, device: torch.device) -> Index:
                                          collate_fn=list)
     last_save = time.monotonic()
     interrupted = False
+    main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a killed run saves like Ctrl-C
+    if main_thread:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # a killed run saves like Ctrl-C
     try:
         with tqdm(total=len(todo), desc="indexing", unit="file", disable=args.quiet) as bar:
             for batch in loader:
@@ -324,7 +335,8 @@ def build_index(args, device: torch.device) -> Index:
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if index.paths or index.failed:
         index.save(index_path)
     if interrupted:
