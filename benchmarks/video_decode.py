@@ -97,8 +97,8 @@ def measure(mode: str, reader: str, frames: int, clip: Path, repeat: int) -> dic
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clip", default=None, help="H.264 clip to use (default: runs/bench/video_decode_60s_g<GOP>.mp4, "
-                                                    "written when absent)")
+    parser.add_argument("--clip", default=None,
+                        help="H.264 clip to use (default: runs/bench/video_decode_60s_g<GOP>.mp4, written when absent)")
     parser.add_argument("--gop", type=int, default=60, help="keyframe interval of the generated clip (60 = 2 s)")
     parser.add_argument("--frames", type=int, nargs="+", default=[1, 4, 12], help="sampled frame counts")
     parser.add_argument("--repeat", type=int, default=2, help="child processes per measurement; best wall kept")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import re
 import signal
 import sys
@@ -49,8 +48,6 @@ from singularity.data.annotations import pre_text
 from singularity.data.frames import IMAGE_SUFFIXES, VIDEO_READERS, VIDEO_SUFFIXES, read_clip, read_image
 from singularity.data.transforms import EvalTransform
 from singularity.models.config_paths import cfg_get
-
-logger = logging.getLogger("singularity")
 
 INDEX_VERSION = 1
 MEDIA_SUFFIXES = VIDEO_SUFFIXES | IMAGE_SUFFIXES
@@ -454,7 +451,7 @@ def print_table(query: str, hits: list[Hit], root: str) -> None:
         print(f"{h.rank:>4}  {itm}  {h.itc:7.3f}  {h.path}")
 
 
-def plot_hits(path: Path, query: str, hits: list[Hit], index: Index, allow_short: bool, frames: int = 4) -> Path:
+def plot_hits(path: Path, query: str, hits: list[Hit], index: Index, frames: int = 4) -> Path:
     """A grid: one panel per hit with a strip of its frames, rank, file and scores."""
     import matplotlib
 
@@ -513,7 +510,7 @@ def query_index(args, device: torch.device) -> list[Hit]:
     print_table(query, top, index.meta["root"])
     png = Path(args.png) if args.png else index_path.with_name(
         f"{index_path.stem}_{re.sub(r'[^a-z0-9]+', '_', text)[:40].strip('_') or 'query'}.png")
-    plot_hits(png, query, top, index, bool(index.meta.get("allow_short", False)))
+    plot_hits(png, query, top, index)
     print(f"wrote {png}")
     return hits
 
