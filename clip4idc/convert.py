@@ -4,6 +4,9 @@
 on the meta device, synthesises an original-layout state dict from the key file's shapes, converts it
 and loads it strictly, for the retrieval stage (the 307 `clip.*` keys) and the caption stage (443).
 `python -m clip4idc.convert --input pytorch_model.bin.clevr --output model.safetensors` converts a file.
+`python -m clip4idc.convert --to_safetensors pytorch_model.bin.clevr DIR` writes the publishable layout
+(config.json + model.safetensors + README.md model card) that `CLIP4IDC.from_pretrained(DIR)` and
+`clip4idc.predict --init_model DIR` read without unpickling anything.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from common.checkpoint import (KeyReport, atomic_torch_save, atomic_write_bytes,
                                load_checkpoint_file, load_state_dict_strict)
 from common.errors import InputError, run_cli
 from common.safe_pickle import CheckpointReadError, UnsafePickleError, add_trust_flag
+from common.threads import add_num_threads_flag, apply_num_threads
 
 DEFAULT_KEY_FILE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "clip4idc_state_dict_keys.txt"
 # Original names that are the same tensor as another entry (spec 6): dropped on load, re-created on export.
@@ -343,8 +347,45 @@ def check_keys(path: str | Path, sections: list[str] | None = None) -> bool:
     return ok
 
 
+def to_pretrained(src: str | Path, dst: str | Path, trust: bool = False, intra_layers: int | None = None,
+                  decoder_model: str | None = None, metrics_file: str | Path | None = None) -> Path:
+    """Write `src` (an original or this code's checkpoint, read with the restricted loader) as a save_pretrained
+    directory `dst`. Sizes come from the clip4idc_config.json next to `src` when there is one, else from the
+    tensors (intra layers: `intra_layers`, default 9; decoder: `decoder_model`, default decoder-base)."""
+    from clip4idc.factory import infer_clip_config, read_config_sidecar
+    from clip4idc.models import CLIP4IDC
+    from clip4idc.models.config import ClipConfig, DecoderConfig, load_decoder_config
+
+    dst = Path(dst)
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise InputError(dst, "exists and is not an empty directory; refusing to overwrite")
+    sd = read_model_state_dict(src, trust=trust)
+    stage = "caption" if any(k.startswith("decoder.") for k in sd) else "retrieval"
+    side = read_config_sidecar(src)
+    max_words = None
+    try:
+        if side is not None:
+            clip_cfg = ClipConfig(**side["clip"])
+            decoder_cfg = DecoderConfig(**side["decoder"]) if side.get("decoder") else None
+            max_words = side.get("max_words")
+        else:
+            clip_cfg = infer_clip_config(sd, 9, "2d")
+            decoder_cfg = None
+    except KeyError as err:
+        raise InputError(src, "not a CLIP4IDC state dict (tensor missing)", field=str(err.args[0])) from None
+    except TypeError as err:
+        raise InputError(side["_path"], f"sizes do not fit this code ({err})") from None
+    if intra_layers is not None:
+        clip_cfg.intra_layers = intra_layers
+    if stage == "caption" and (decoder_model is not None or decoder_cfg is None):
+        decoder_cfg = load_decoder_config(decoder_model or "decoder-base")
+    model = CLIP4IDC(clip_cfg, decoder_cfg if stage == "caption" else None, stage)
+    load_into(model, sd, strict=True, source=str(src))
+    return model.save_pretrained(dst, metrics_file=metrics_file, max_words=max_words)
+
+
 def main(argv=None) -> int:
-    """CLI: --check-keys FILE, or --input/--output conversion of a checkpoint."""
+    """CLI: --check-keys FILE, --input/--output conversion of a checkpoint, or --to_safetensors SRC DST."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check-keys", nargs="?", const=str(DEFAULT_KEY_FILE), default=None, metavar="FILE",
                         help="key file (name<TAB>shape); default: tests/fixtures/clip4idc_state_dict_keys.txt")
@@ -356,12 +397,31 @@ def main(argv=None) -> int:
     parser.add_argument("--original_precision", action="store_true",
                         help="with --to-original: store the 195 CLIP Conv/Linear/attention tensors in float16 and the "
                              "rest in float32, as the original's files (default: keep the input's dtypes)")
+    parser.add_argument("--to_safetensors", nargs=2, metavar=("SRC", "DST"),
+                        help="write checkpoint SRC as a save_pretrained directory DST (config.json, model.safetensors, "
+                             "README.md model card), loadable with CLIP4IDC.from_pretrained without any pickle")
+    parser.add_argument("--intra_num_hidden_layers", type=int, default=None,
+                        help="with --to_safetensors and no clip4idc_config.json beside SRC: per-image blocks (default 9)")
+    parser.add_argument("--decoder_model", default=None,
+                        help="with --to_safetensors: decoder config of a caption checkpoint without clip4idc_config.json "
+                             "(default decoder-base)")
+    parser.add_argument("--metrics_file", default=None,
+                        help="with --to_safetensors: the run's results JSON (eval_metrics.json or scores_ep_*.json) "
+                             "whose scores go into the model card")
+    add_num_threads_flag(parser)
     add_trust_flag(parser)
     args = parser.parse_args(argv)
+    apply_num_threads(args.num_threads)
     if args.check_keys:
         return 0 if check_keys(args.check_keys, args.section) else 1
+    if args.to_safetensors:
+        src, dst = args.to_safetensors
+        out = to_pretrained(src, dst, trust=args.trust_checkpoint, intra_layers=args.intra_num_hidden_layers,
+                            decoder_model=args.decoder_model, metrics_file=args.metrics_file)
+        print(f"wrote {out} (config.json, model.safetensors, README.md)")
+        return 0
     if not (args.input and args.output):
-        parser.error("give --check-keys FILE, or --input and --output")
+        parser.error("give --check-keys FILE, --to_safetensors SRC DST, or --input and --output")
     if args.original_precision and not args.to_original:
         parser.error("--original_precision needs --to-original")
     out = Path(args.output)

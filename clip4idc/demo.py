@@ -13,10 +13,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import torch
 
 from common.checkpoint import atomic_write_json, atomic_write_text
 from common.errors import InputError, run_cli
+from common.plot_metrics import plot_runs
+from common.threads import apply_num_threads
 from clip4idc.data.clevr import ClevrChange
 from clip4idc.evaluation import change_accuracy, score_captions
 from clip4idc.params import build_parser, check_args
@@ -63,10 +64,15 @@ def main(argv=None) -> int:
     p.add_argument("--caption_coef_lr", type=float, default=0.01, help="stage-2 CLIP learning rate = caption_lr x this")
     p.add_argument("--seed", type=int, default=0, help="seed")
     p.add_argument("--caption_metrics", default="Bleu,ROUGE_L,CIDEr", help="coco-caption metrics of stage 2")
+    p.add_argument("--num_threads", type=int, default=1,
+                   help="CPU threads (default 1, unlike the training scripts: the tiny model gains little from "
+                        "threads, a shared CPU loses a lot to them, and one thread keeps the figures identical "
+                        "from machine to machine)")
     a = p.parse_args(argv)
+    if a.num_threads < 1:
+        raise InputError("--num_threads", f"must be >= 1, got {a.num_threads}")
+    apply_num_threads(a.num_threads)
     keep_freed_memory()  # the caption stage's vocabulary-sized tensors would page-fault on every step
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(1)  # the tiny model gains little from threads; a shared CPU loses a lot to them
     t0 = time.time()
     data, out = Path(a.data_dir), Path(a.out)
     marker = data / VERSION_FILE
@@ -80,7 +86,7 @@ def main(argv=None) -> int:
         print(f"replacing the previous demo report in {out}")
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    common = ["--seed", str(a.seed), "--n_display", "50"]
+    common = ["--seed", str(a.seed), "--n_display", "50", "--num_threads", str(a.num_threads)]
     r = run(stage_args("retrieval", data, out / "retrieval", common + [
         "--epochs", str(a.retrieval_epochs), "--batch_size", str(a.batch_size), "--lr", str(a.lr)]), "retrieval")
     ret = r["last"]
@@ -120,6 +126,7 @@ def main(argv=None) -> int:
     if not pngs:
         raise InputError(out, "no PNG was written")
     shutil.copy(out / "caption" / f"vis_ep_{last}" / "overview.png", out / "overview.png")
+    plot_runs([out / "retrieval", out / "caption"], out / "curves.png")  # both stages' metrics.jsonl
     for png in pngs[:4]:
         shutil.copy(png, out / f"pair_{png.name}")
     scores = json.loads((out / "caption" / f"scores_ep_{last}.json").read_text())
@@ -142,6 +149,7 @@ def main(argv=None) -> int:
     for k in kinds:
         row = [confusion[(k, n)] for n in kinds + ["unknown"]]
         lines.append(f"| {k} | " + " | ".join(map(str, row)) + f" | {confusion[(k, k)] / max(sum(row), 1):.2f} |")
+    lines += ["", "## Training curves", "", "![curves](curves.png)", ""]
     lines += ["", "## Examples", "", "![overview](overview.png)", ""]
     lines += [f"![{p.name}](pair_{p.name})" for p in pngs[:4]]
     lines += ["", "Sample captions:", ""]

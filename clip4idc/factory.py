@@ -194,7 +194,16 @@ def create_model(args, stage: str, log: logging.Logger = logger):
 
 def model_from_checkpoint(path: str | Path, trust: bool = False, intra_layers: int | None = None,
                           decoder_model: str | None = None, device: str = "cpu"):
-    """(caption model, max_words) rebuilt from a saved state dict (+ sidecar config when present)."""
+    """(caption model, max_words) rebuilt from a saved state dict (+ sidecar config when present), or from a
+    save_pretrained directory (config.json + model.safetensors: no pickle involved)."""
+    if Path(path).is_dir() and (Path(path) / "config.json").is_file():
+        from clip4idc.models import CLIP4IDC
+
+        model = CLIP4IDC.from_pretrained(path)
+        if model.decoder is None:
+            raise InputError(path, "holds a retrieval-stage model, which cannot caption", field="stage")
+        config = json.loads((Path(path) / "config.json").read_text())
+        return model.to(device).eval(), config.get("max_words") or 32
     sd = read_model_state_dict(path, trust=trust)
     side = read_config_sidecar(path)
     if side is not None:

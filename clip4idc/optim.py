@@ -40,16 +40,22 @@ SCHEDULES = {"warmup_linear": warmup_linear, "warmup_cosine": warmup_cosine, "wa
 
 class BertAdam(Optimizer):
     """Adam without bias correction, decoupled weight decay added to the update, per-tensor grad clipping
-    and a scheduled LR computed from each tensor's own step count (first update has LR 0)."""
+    and a scheduled LR computed from each tensor's own step count (first update has LR 0).
+
+    `foreach=True` (default, issue 15) updates a group's tensors with multi-tensor `torch._foreach_*` kernels,
+    operation for operation the original's per-tensor loop (`foreach=False`), so the results are the same; a
+    group holding float16 tensors (--faithful_fp16) keeps the loop, whose half-precision rounding it reproduces.
+    torch's fused AdamW is not used: it bias-corrects and clips differently, which would change training."""
 
     def __init__(self, params, lr: float, warmup: float = -1, t_total: int = -1, schedule: str = "warmup_linear",
                  b1: float = 0.9, b2: float = 0.999, e: float = 1e-6, weight_decay: float = 0.01,
-                 max_grad_norm: float = 1.0):
+                 max_grad_norm: float = 1.0, foreach: bool = True):
         if schedule not in SCHEDULES:
             raise ValueError(f"invalid schedule {schedule!r}")
         defaults = dict(lr=lr, schedule=schedule, warmup=warmup, t_total=t_total, b1=b1, b2=b2, e=e,
                         weight_decay=weight_decay, max_grad_norm=max_grad_norm)
         super().__init__(params, defaults)
+        self.foreach = foreach
 
     @staticmethod
     def scheduled_lr(group: dict, step: int) -> float:
@@ -84,6 +90,9 @@ class BertAdam(Optimizer):
         """One update of every tensor that has a grad."""
         loss = closure() if closure is not None else None
         for group in self.param_groups:
+            if self.foreach and all(p.dtype == torch.float32 for p in group["params"]):
+                self._foreach_group(group)
+                continue
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -104,6 +113,37 @@ class BertAdam(Optimizer):
                 p.add_(-self.scheduled_lr(group, state["step"]) * update)
                 state["step"] += 1
         return loss
+
+    def _foreach_group(self, group: dict) -> None:
+        """The loop's update for every tensor of `group` that has a grad, as multi-tensor kernels."""
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        for p in params:
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = 0
+                state["next_m"] = torch.zeros_like(p)
+                state["next_v"] = torch.zeros_like(p)
+        states = [self.state[p] for p in params]
+        grads = [p.grad for p in params]
+        if group["max_grad_norm"] > 0:  # clip_grad_norm_ of each tensor on its own
+            norms = torch.stack(torch._foreach_norm(grads))
+            torch._foreach_mul_(grads, list((group["max_grad_norm"] / (norms + 1e-6)).clamp(max=1.0).unbind()))
+        ms, vs = [s["next_m"] for s in states], [s["next_v"] for s in states]
+        torch._foreach_mul_(ms, group["b1"])
+        torch._foreach_add_(ms, grads, alpha=1 - group["b1"])
+        torch._foreach_mul_(vs, group["b2"])
+        torch._foreach_addcmul_(vs, grads, grads, value=1 - group["b2"])
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_add_(denom, group["e"])
+        updates = torch._foreach_div(ms, denom)
+        if group["weight_decay"] > 0.0:
+            torch._foreach_add_(updates, torch._foreach_mul(params, group["weight_decay"]))
+        torch._foreach_mul_(updates, [-self.scheduled_lr(group, s["step"]) for s in states])
+        torch._foreach_add_(params, updates)
+        for s in states:
+            s["step"] += 1
 
 
 NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
@@ -179,12 +219,12 @@ def freeze_layers(model: torch.nn.Module, freeze_layer_num: int, stage: str, dat
 
 
 def build_optimizer(model: torch.nn.Module, stage: str, lr: float, coef_lr: float, t_total: int,
-                    warmup_proportion: float) -> BertAdam:
+                    warmup_proportion: float, foreach: bool = True) -> BertAdam:
     """BertAdam with the stage's recipe: retrieval cosine/b2 0.98/wd 0.2, caption linear/b2 0.999/wd 0.01."""
     if stage == "retrieval":
         groups = param_groups(model, stage, lr, coef_lr, 0.2)
         return BertAdam(groups, lr=lr, warmup=warmup_proportion, schedule="warmup_cosine", b1=0.9, b2=0.98,
-                        e=1e-6, t_total=t_total, weight_decay=0.2, max_grad_norm=1.0)
+                        e=1e-6, t_total=t_total, weight_decay=0.2, max_grad_norm=1.0, foreach=foreach)
     groups = param_groups(model, stage, lr, coef_lr, 0.01)
     return BertAdam(groups, lr=lr, warmup=warmup_proportion, schedule="warmup_linear", b1=0.9, b2=0.999,
-                    e=1e-6, t_total=t_total, weight_decay=0.01, max_grad_norm=1.0)
+                    e=1e-6, t_total=t_total, weight_decay=0.01, max_grad_norm=1.0, foreach=foreach)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from common.errors import InputError
+from common.experiment_log import add_report_to_flag
 from common.safe_pickle import add_trust_flag
+from common.threads import add_num_threads_flag
 
 # Flags the original parses but never reads: accepted at their default, refused otherwise.
 UNUSED = {
@@ -64,7 +66,8 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     a("--gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step (>= 1)")
     a("--n_gpu", type=int, default=1, help="overwritten from the launcher (logged)")
     a("--cache_dir", type=str, default="", help="unused here (no downloads); refused if set")
-    a("--fp16", action="store_true", help="[changed] CUDA AMP float16 autocast + GradScaler (unused in the original)")
+    a("--fp16", action="store_true", help="[changed] CUDA AMP float16 autocast + GradScaler for training, evaluation and "
+      "decoding (unused in the original)")
     a("--fp16_opt_level", type=str, default="O1", help="apex opt level: unused; refused if changed")
     a("--task_type", type=str, default=task, help=f"must be '{task}' for this script")
     a("--datatype", type=str, default="msrvtt", help="clevr, spot or ier ([new] Image Editing Request)")
@@ -103,7 +106,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     else:
         a("--retrieval_ties", choices=["strict", "original"], default="strict",
           help="[new] rank ties strictly (default, spec 9.17 fix) or as the original's compute_metrics")
-    a("--bf16", action="store_true", help="[new] bfloat16 autocast (CPU or GPU)")
+    a("--bf16", action="store_true", help="[new] bfloat16 autocast (CPU or GPU) for training, evaluation and decoding")
     a("--faithful_fp16", action="store_true",
       help="[new] the original's precision: CLIP Linear/Conv weights in float16, updated in place by BertAdam with "
            "float16 moments (spec 5.6 / 9.1; slow on CPU). Default: float32 weights")
@@ -119,6 +122,14 @@ def build_parser(task: str) -> argparse.ArgumentParser:
            "rest in float32, as the original's files (default: the model's dtypes, float32 unless --faithful_fp16)")
     a("--bpe_path", type=str, default=None, help="[new] CLIP BPE vocabulary (default: the copy in this package)")
     a("--device", type=str, default=None, help="[new] cpu or cuda (default: cuda when available)")
+    a("--attn_implementation", choices=["sdpa", "eager"], default="sdpa",
+      help="[new] attention of the CLIP towers and decoder layers: sdpa (torch's fused kernel, default) or eager "
+           "(softmax(QK^T)V as the original computes it); equal up to rounding")
+    a("--compile", action="store_true",
+      help="[new] torch.compile the pair encoder, text encoder and decoder layers (the first steps compile; "
+           "inductor needs a C++ compiler on CPU)")
+    add_num_threads_flag(p)
+    add_report_to_flag(p)
     add_trust_flag(p)
     return p
 
@@ -142,6 +153,8 @@ def check_args(args: argparse.Namespace, task: str) -> argparse.Namespace:
         raise InputError("--freeze_layer_num", "must lie in [-1, 12]")
     if sum((args.fp16, args.bf16, args.faithful_fp16)) > 1:
         raise InputError("--fp16", "choose one of --fp16, --bf16 and --faithful_fp16")
+    if args.num_threads is not None and args.num_threads < 1:
+        raise InputError("--num_threads", f"must be >= 1, got {args.num_threads}")
     if args.max_words < 3:
         raise InputError("--max_words", "must be >= 3")
     if getattr(args, "beam_size", 1) < 1:

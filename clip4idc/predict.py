@@ -20,6 +20,7 @@ import torch
 from common.checkpoint import atomic_write_json
 from common.errors import InputError, run_cli
 from common.safe_pickle import add_trust_flag
+from common.threads import add_num_threads_flag, apply_num_threads
 from clip4idc.data.images import load_image
 from clip4idc.decoding import decode_captions
 from clip4idc.factory import model_from_checkpoint
@@ -64,7 +65,8 @@ def caption_pairs(model, pairs: list[tuple[Path, Path]], max_words: int, beam_si
 def main(argv=None) -> int:
     """CLI entry point."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--init_model", required=True, help="caption-stage checkpoint (original or this layout)")
+    p.add_argument("--init_model", required=True,
+                   help="caption-stage checkpoint (original or this layout), or a save_pretrained directory")
     p.add_argument("--before", help="'before' image of one pair")
     p.add_argument("--after", help="'after' image of one pair")
     p.add_argument("--pairs", help="file listing 'BEFORE AFTER' image paths, one pair per line")
@@ -77,9 +79,13 @@ def main(argv=None) -> int:
     p.add_argument("--output", help="also write [{before, after, caption}] to this JSON file (must not exist)")
     p.add_argument("--png_dir", help="write a side-by-side PNG per pair into this directory")
     p.add_argument("--batch_size", type=int, default=16, help="pairs per forward pass")
+    add_num_threads_flag(p)
     add_trust_flag(p)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     a = p.parse_args(argv)
+    if a.num_threads is not None and a.num_threads < 1:
+        raise InputError("--num_threads", f"must be >= 1, got {a.num_threads}")
+    apply_num_threads(a.num_threads)
     if a.beam_size < 1:
         raise InputError("--beam_size", "must be >= 1")
     if a.length_penalty != 0.0 and a.beam_size == 1:

@@ -2,8 +2,6 @@
 main_task_caption.py run. One process or torchrun (gloo on CPU, nccl on GPU)."""
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import logging.handlers
 import math
@@ -18,7 +16,9 @@ from common.checkpoint import CheckpointManager, atomic_torch_save, atomic_write
 from common.distributed import (barrier, cleanup, init_distributed, is_main_process, make_sampler, progress,
                                 seed_everything, wrap_model)
 from common.errors import InputError
+from common.experiment_log import ExperimentLog
 from common.safe_pickle import torch_load
+from common.threads import apply_num_threads
 from clip4idc.convert import new_to_original, to_original_precision
 from clip4idc.data import ClevrChange, Sampler, build_dataset
 from clip4idc.data.common import ItemLoader, read_json
@@ -28,6 +28,7 @@ from clip4idc.decoding import decode_captions
 from clip4idc.evaluation import clevr_breakdown, group_similarity, retrieval_metrics, score_captions
 from clip4idc.factory import create_model, save_config_sidecar
 from clip4idc.optim import build_optimizer, freeze_layers
+from clip4idc.speed import autocast_for, compile_model, set_attn_implementation
 from clip4idc.tokenizer import get_tokenizer
 from clip4idc.visualize import save_grid_png, save_pair_png
 
@@ -90,14 +91,27 @@ def step_loss(model, batch, task: str, datatype: str) -> torch.Tensor:
 
 
 def autocast_context(args, device: torch.device):
-    """AMP context of --fp16 (CUDA float16) / --bf16, else a no-op."""
-    if args.fp16:
-        if device.type != "cuda":
-            raise InputError("--fp16", "float16 autocast needs CUDA; use --bf16 on CPU")
-        return torch.autocast("cuda", dtype=torch.float16)
-    if args.bf16:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """AMP context of --fp16 (CUDA float16) / --bf16, else a no-op (training, evaluation and decoding)."""
+    if args.fp16 and device.type != "cuda":
+        raise InputError("--fp16", "float16 autocast needs CUDA; use --bf16 on CPU")
+    return autocast_for(device, fp16=args.fp16, bf16=args.bf16)
+
+
+def unused_parameters(model, task: str, linear_patch: str = "2d") -> list[str]:
+    """Trainable parameters the stage's loss never reaches (DDP needs find_unused_parameters only for these):
+    the caption stage skips the text tower (spec 9.15) except its token/position embeddings (tied to the
+    decoder) and the temperature; `--linear_patch 3d` patchifies with conv2, leaving the 2-D patch conv."""
+    tied = ("clip.text.embeddings.token_embedding.", "clip.text.embeddings.position_embedding.")
+    names = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if task == "caption" and (name.startswith("clip.text.") and not name.startswith(tied)
+                                  or name == "clip.logit_scale"):
+            names.append(name)
+        elif linear_patch == "3d" and name.startswith("clip.visual.embeddings.patch_embedding."):
+            names.append(name)
+    return names
 
 
 # --- evaluation -----------------------------------------------------------------------------------
@@ -117,7 +131,7 @@ def eval_retrieval(model, dataset, args, device, log) -> dict[str, float]:
             v, _ = model.encode_pair(_images(bef[rows]), _images(aft[rows]))
             pairs.append(torch.nn.functional.normalize(v.float(), dim=-1))
         offset += text.shape[0]
-    sim = (model.clip.logit_scale.exp() * torch.cat(texts) @ torch.cat(pairs).t()).cpu().numpy()
+    sim = (model.clip.logit_scale.exp() * torch.cat(texts) @ torch.cat(pairs).t()).float().cpu().numpy()
     log.warning("Eval under the multi-sentence per pair setting.")
     log.warning("sentence num: %d, pair num: %d", sim.shape[0], sim.shape[1])
     log.info("before reshape, sim matrix size: %d x %d", *sim.shape)
@@ -277,6 +291,7 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
     """Train and/or evaluate the `task` stage as configured by `args`; returns the best/last metrics.
 
     `stop_after_epoch` ends the run after that epoch as if killed (used by the resume test)."""
+    apply_num_threads(args.num_threads)  # the one thread policy (issue 15), before any torch work
     info = init_distributed(device=args.device)
     device = info.device
     if args.fp16 and device.type != "cuda":
@@ -305,6 +320,9 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
     for name in frozen:
         print(name)
     model.to(device)
+    set_attn_implementation(model, args.attn_implementation)
+    if args.compile:
+        compile_model(model)
 
     sampler = Sampler(per_index=args.per_index_rng, seed=args.seed)
     size = clip_cfg.image_resolution  # spec 9.23 fix: loaders resize to the model's resolution
@@ -332,13 +350,15 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
     gt = load_gt(args, log) if task == "caption" and eval_set is not None else None
 
 
-    def open_outputs():
+    def open_outputs() -> ExperimentLog:
         """Called once the inputs are validated: from here on the run writes into the output directory."""
         if is_main_process():
             out.mkdir(parents=True, exist_ok=True)
         attach_log_file(log, out)
         if is_main_process():
             save_config_sidecar(out, clip_cfg, decoder_cfg, args.max_words)
+        config = {k: v if isinstance(v, (int, float, str, bool, type(None))) else str(v) for k, v in vars(args).items()}
+        return ExperimentLog(out, report_to=args.report_to, config=dict(config, task=task), enabled=is_main_process())
 
     metric_names = [m.strip() for m in getattr(args, "caption_metrics", "").split(",") if m.strip()]
     score_name = "R1" if task == "retrieval" else "CIDEr" if "CIDEr" in metric_names else \
@@ -350,29 +370,33 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
                     "skipped_items in the results)", skipped, eval_subset)
 
     def evaluate(tag):
-        if task == "retrieval":
-            m = eval_retrieval(model, eval_set, args, device, log)
-            score = m["R1"]
-        else:
-            m = eval_caption(model, eval_set, args, device, tokenizer, log, tag, gt, skipped)
-            score = m[score_name] if score_name in m else 0.0
+        with autocast_context(args, device):  # --bf16/--fp16 also for evaluation and decoding
+            if task == "retrieval":
+                m = eval_retrieval(model, eval_set, args, device, log)
+                score = m["R1"]
+            else:
+                m = eval_caption(model, eval_set, args, device, tokenizer, log, tag, gt, skipped)
+                score = m[score_name] if score_name in m else 0.0
         if skipped:
             m["skipped_items"] = skipped
         return m, score
 
     if not args.do_train:
-        open_outputs()
+        xlog = open_outputs()
         metrics = {}
         if is_main_process():
             metrics, _ = evaluate("eval")
             atomic_write_json(out / "eval_metrics.json", metrics)
+            xlog.log(scalar_metrics(metrics), step=0, split=eval_subset)
+        xlog.close()
         barrier()
         cleanup()
         return metrics
 
     train_sampler = make_sampler(train_set, shuffle=True, seed=0, drop_last=True)
     loader = ItemLoader(train_set, batch_size=per_process, sampler=train_sampler, drop_last=True,
-                        num_workers=args.num_thread_reader, pin_memory=False)
+                        num_workers=args.num_thread_reader, pin_memory=device.type == "cuda",
+                        persistent_workers=args.num_thread_reader > 0)
     if len(loader) == 0:
         raise InputError(args.data_path, f"training split smaller than one batch ({per_process} per process)")
     t_total = int(math.ceil(len(loader) / args.gradient_accumulation_steps)) * args.epochs
@@ -382,13 +406,13 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
     start_epoch, global_step, best_score, best_file, stale = 0, 0, 0.00001, "", 0
     if args.resume_model:
         start_epoch, global_step, best_score, best_file, stale = _resume(args, model, optimizer, scaler, manager, log)
-    open_outputs()
-    ddp = wrap_model(model, info, find_unused_parameters=True)
+    xlog = open_outputs()
+    unused = unused_parameters(model, task, args.linear_patch)
+    ddp = wrap_model(model, info, find_unused_parameters=bool(unused))
     log.info("***** Running training *****")
     log.info("  Num examples = %d", len(train_set))
     log.info("  Batch size = %d", args.batch_size)
     log.info("  Num steps = %d", t_total * args.gradient_accumulation_steps)
-    metrics_log = out / "metrics.jsonl"
     last_metrics: dict = {}
     for epoch in range(start_epoch, args.epochs):
         train_sampler.set_epoch(epoch)
@@ -419,10 +443,10 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
                     sec = (time.time() - start) / (step + 1)
                     log.info("Epoch: %d/%s, Step: %d/%d, Lr: %s, Loss: %f, Time/step: %f", epoch + 1, args.epochs,
                              step + 1, len(loader), lrs, float(loss.detach()), sec)
-                    if is_main_process():
-                        with open(metrics_log, "a") as f:
-                            f.write(json.dumps({"epoch": epoch, "step": global_step, "loss": float(loss.detach()),
-                                                "lr": optimizer.schedule_lrs()}) + "\n")
+                    lr_values = optimizer.schedule_lrs()
+                    xlog.log({"loss": float(loss.detach()),
+                              "lr": max(lr_values), "lr_min": min(lr_values), "time_per_step": sec},
+                             step=global_step, epoch=epoch)
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         train_loss = total_loss / len(loader)
         log.info("Epoch %d/%s Finished, Train Loss: %f", epoch + 1, args.epochs, train_loss)
@@ -440,9 +464,8 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
             else:
                 stale += 1
             log.info("The best model is: %s, the %s is: %.4f", best_file, score_name, best_score)
-            with open(metrics_log, "a") as f:
-                f.write(json.dumps({"epoch": epoch, "step": global_step, "train_loss": train_loss,
-                                    "eval": last_metrics}) + "\n")
+            xlog.log({"epoch_loss": train_loss}, step=global_step, epoch=epoch)
+            xlog.log(scalar_metrics(last_metrics), step=global_step, epoch=epoch, split=eval_subset)
         state = torch.tensor([best_score, float(stale)], dtype=torch.float64)
         if info.distributed:
             torch.distributed.broadcast(state, src=0)
@@ -456,9 +479,21 @@ def run(args, task: str, stop_after_epoch: int | None = None) -> dict:
             break
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             break
+    xlog.close()
     barrier()
     cleanup()
     return {"best_score": best_score, "best_file": best_file, "last": last_metrics}
+
+
+def scalar_metrics(metrics: dict, prefix: str = "") -> dict[str, float]:
+    """Flat {name: value} of the numeric results (CLEVR's per-subset scores become `subset/metric`)."""
+    flat = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(scalar_metrics(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[f"{prefix}{key}"] = float(value)
+    return flat
 
 
 def _resume(args, model, optimizer, scaler, manager, log) -> tuple[int, int, float, str, int]:

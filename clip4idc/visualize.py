@@ -86,14 +86,17 @@ def main(argv=None) -> int:
 
     import torch
 
+    from common.errors import InputError
     from common.safe_pickle import add_trust_flag
+    from common.threads import add_num_threads_flag, apply_num_threads
     from clip4idc.data import build_dataset
     from clip4idc.decoding import decode_captions
     from clip4idc.factory import model_from_checkpoint
     from clip4idc.tokenizer import get_tokenizer
 
     p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--init_model", required=True, help="caption-stage checkpoint (original or this layout)")
+    p.add_argument("--init_model", required=True,
+                   help="caption-stage checkpoint (original or this layout), or a save_pretrained directory")
     p.add_argument("--data_path", required=True, help="dataset root (as for main_task_caption.py)")
     p.add_argument("--features_path", default="", help="Spot/IER image directory")
     p.add_argument("--datatype", default="clevr", choices=["clevr", "spot", "ier"], help="dataset kind")
@@ -101,8 +104,12 @@ def main(argv=None) -> int:
     p.add_argument("--index", type=int, nargs="+", default=[0], help="item indices (the original used item 0)")
     p.add_argument("--max_words", type=int, default=None, help="decoding length (default: checkpoint config)")
     p.add_argument("--output_dir", default="vis", help="where the PNGs go")
+    add_num_threads_flag(p)
     add_trust_flag(p)
     a = p.parse_args(argv)
+    if a.num_threads is not None and a.num_threads < 1:
+        raise InputError("--num_threads", f"must be >= 1, got {a.num_threads}")
+    apply_num_threads(a.num_threads)
     model, max_words = model_from_checkpoint(a.init_model, trust=a.trust_checkpoint)
     tokenizer = get_tokenizer()
     ds = build_dataset(a.datatype, "caption", a.subset, a.data_path, a.features_path, tokenizer,

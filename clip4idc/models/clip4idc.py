@@ -1,6 +1,10 @@
 """CLIP4IDC: `clip` (pair CLIP) and, in the caption stage, `decoder` (spec 4)."""
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -10,6 +14,14 @@ from clip4idc.models.config import ClipConfig, DecoderConfig
 from clip4idc.models.decoder import CaptionDecoder
 
 STAGES = ("retrieval", "caption")
+PAPER = "clip4idc"
+CARD = {
+    "title": "CLIP4IDC: CLIP for Image Difference Captioning",
+    "paper": "Guo et al., CLIP4IDC: CLIP for Image Difference Captioning (AACL-IJCNLP 2022)",
+    "task": "image difference captioning (caption stage) / image-pair-text retrieval (retrieval stage)",
+    "how_to_load": "from clip4idc.models import CLIP4IDC\nmodel = CLIP4IDC.from_pretrained('DIR')\n"
+                   "# captions: python -m clip4idc.predict --init_model DIR --before a.png --after b.png",
+}
 
 
 class CLIP4IDC(nn.Module):
@@ -30,6 +42,40 @@ class CLIP4IDC(nn.Module):
             if decoder_cfg.max_target_embeddings != clip_cfg.context_length:
                 raise ValueError("decoder max_target_embeddings must equal CLIP context_length (tied positions)")
             self.decoder = CaptionDecoder(decoder_cfg)
+
+    # --- publishing ------------------------------------------------------------------------------
+    def pretrained_config(self, max_words: int | None = None) -> dict:
+        """Plain-JSON settings that rebuild this model (stage, CLIP and decoder sizes, decoding length)."""
+        return {"stage": self.stage, "clip": dataclasses.asdict(self.clip.cfg),
+                "decoder": dataclasses.asdict(self.decoder.cfg) if self.decoder is not None else None,
+                "max_words": max_words}
+
+    def save_pretrained(self, directory: str | Path, metrics_file: str | Path | None = None,
+                        max_words: int | None = None, training_data: str = "not recorded") -> Path:
+        """Write config.json + model.safetensors + a model card (metrics from a run's results JSON:
+        eval_metrics.json or scores_ep_*.json; CLEVR's per-change-type files give their `total` scores)."""
+        from common.pretrained import save_pretrained
+
+        card = dict(CARD, training_data=training_data)
+        if metrics_file is not None:
+            card.update(metrics=read_results_metrics(metrics_file), metrics_source=str(metrics_file))
+        return save_pretrained(self, directory, paper=PAPER, architecture=type(self).__name__,
+                               config=self.pretrained_config(max_words), card=card)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "CLIP4IDC":
+        """Rebuild the model from a save_pretrained directory (safetensors: no pickle involved); eval mode."""
+        from common.checkpoint import CheckpointError
+        from common.pretrained import CONFIG_NAME, load_into, read_pretrained
+
+        config, state_dict = read_pretrained(directory, paper=PAPER)
+        try:
+            clip_cfg = ClipConfig(**config["clip"])
+            decoder_cfg = DecoderConfig(**config["decoder"]) if config.get("decoder") else None
+            model = cls(clip_cfg, decoder_cfg, config["stage"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(Path(directory) / CONFIG_NAME, f"does not describe a CLIP4IDC model ({err})") from None
+        return load_into(model, state_dict, Path(directory)).eval()
 
     # --- encoders -------------------------------------------------------------------------------
     def encode_pair(self, bef: torch.Tensor, aft: torch.Tensor, return_attention: bool = False):
@@ -59,6 +105,15 @@ class CLIP4IDC(nn.Module):
     def decode_step(self, memory: list[torch.Tensor], input_ids: torch.Tensor, decoder_mask=None) -> torch.Tensor:
         """Vocabulary logits (B,L,V) for caption prefixes `input_ids`."""
         return self.decoder(input_ids, memory, self.word_weight, self.position_weight, decoder_mask)
+
+    def decode_start(self, memory: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Cross-attention keys/values of `decoder_memory`'s output, for `decode_next` (computed once per batch)."""
+        return self.decoder.memory_cache(memory)
+
+    def decode_next(self, memory_kv, self_kv, token: torch.Tensor, position: int):
+        """(logits (B,V) of the token after `token` at `position`, extended self-attention cache): one KV-cached
+        decoder step, equal to `decode_step(...)[:, -1]` on the whole prefix."""
+        return self.decoder.step(token, position, memory_kv, self_kv, self.word_weight, self.position_weight)
 
     # --- training objectives --------------------------------------------------------------------
     def retrieval_loss(self, text_ids: torch.Tensor, bef: torch.Tensor, aft: torch.Tensor) -> torch.Tensor:
@@ -95,6 +150,23 @@ class CLIP4IDC(nn.Module):
                               self.position_weight, torch.cat([dec_mask, no_dec_mask]), positions=keep)
         targets, n_change = out[keep], int(keep[: in_ids.shape[0]].sum())
         return caption_loss(logits[:n_change], targets[:n_change]) + caption_loss(logits[n_change:], targets[n_change:])
+
+
+def read_results_metrics(path: str | Path) -> dict[str, float]:
+    """Numeric scores of a results JSON of this code (eval_metrics.json, scores_ep_*.json; `total` when split)."""
+    from common.errors import InputError
+
+    try:
+        results = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(path, f"not a readable results JSON ({err})") from None
+    if isinstance(results, dict) and isinstance(results.get("total"), dict):
+        results = results["total"]
+    metrics = {k: float(v) for k, v in results.items() if isinstance(v, (int, float)) and not isinstance(v, bool)} \
+        if isinstance(results, dict) else {}
+    if not metrics:
+        raise InputError(path, "holds no numeric scores (expected eval_metrics.json or scores_ep_*.json)")
+    return metrics
 
 
 def init_bert_weights(module: nn.Module, std: float = 0.02) -> None:

@@ -85,5 +85,53 @@ class CaptionDecoder(nn.Module):
             x = layer(x, self_mask, encoder_hidden_states=memory)
         if positions is not None:  # only the positions whose logits are needed (same values)
             x = x[positions]
+        return self.logits(x, word_weight)
+
+    def logits(self, x: torch.Tensor, word_weight: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits of decoder states `x` (..., H): head transform, then the tied output projection."""
         x = self.head_transform(x)
         return F.linear(x, word_weight.to(x.dtype)) + self.head_bias
+
+    # --- incremental decoding (KV cache) --------------------------------------------------------
+    def memory_cache(self, encoder_outputs: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Cross-attention keys and values (B,heads,N,D) of every decoder layer's visual memory, computed once."""
+        cache = []
+        for layer, memory in zip(self.decoder_layers, encoder_outputs):
+            attn = layer.crossattention.self
+            cache.append((_heads(attn.key(memory), attn), _heads(attn.value(memory), attn)))
+        return cache
+
+    def step(self, token: torch.Tensor, position: int, memory_kv: list[tuple[torch.Tensor, torch.Tensor]],
+             self_kv: list[tuple[torch.Tensor, torch.Tensor]] | None, word_weight: torch.Tensor,
+             position_weight: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Logits (B,V) of the next token after `token` (B,) at `position`, given the self-attention keys and
+        values of the earlier positions (`self_kv`, None at position 0); returns (logits, the extended cache).
+
+        The same arithmetic as `forward` on the whole prefix, one position at a time: the causal mask only
+        hides later positions, and every earlier position is a real token while decoding (no padding)."""
+        x = F.embedding(token[:, None], word_weight) + position_weight[position].to(word_weight.dtype)
+        x = self.embeddings_dropout(self.embeddings_norm(x.float()))
+        new_kv = []
+        for i, layer in enumerate(self.decoder_layers):
+            attn = layer.attention.self
+            k, v = _heads(attn.key(x), attn), _heads(attn.value(x), attn)
+            if self_kv is not None:
+                k, v = torch.cat([self_kv[i][0], k], dim=2), torch.cat([self_kv[i][1], v], dim=2)
+            new_kv.append((k, v))
+            h = layer.attention.output(_attend(_heads(attn.query(x), attn), k, v, attn.scaling), x)
+            cross = layer.crossattention.self
+            mk, mv = memory_kv[i]
+            h = layer.crossattention.output(_attend(_heads(cross.query(h), cross), mk, mv, cross.scaling), h)
+            x = layer.output(layer.intermediate(h), h)
+        return self.logits(x[:, 0], word_weight), new_kv
+
+
+def _heads(x: torch.Tensor, attn: nn.Module) -> torch.Tensor:
+    """(B,L,H) -> (B,heads,L,D)."""
+    return x.view(x.shape[0], x.shape[1], -1, attn.attention_head_size).transpose(1, 2)
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Unmasked attention of q (B,heads,1,D) over k/v (B,heads,N,D) -> (B,1,H)."""
+    out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), scale=scale)
+    return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)

@@ -357,6 +357,21 @@ def _case_jit_setstate(tmp, ctx, out):
         "scripted.pt", "__setstate__", "--trust_checkpoint"]
 
 
+def _case_num_threads_zero(tmp, ctx, out):
+    return caption_main, _caption_eval(ctx, out, ctx["cap"], "--num_threads", "0"), ["--num_threads", "must be >= 1"]
+
+
+def _case_to_safetensors_into_used_dir(tmp, ctx, out):
+    return convert_main, ["--to_safetensors", str(ctx["cap"]), str(out)], [str(out), "not an empty directory"]
+
+
+def _case_publish_metrics_not_json(tmp, ctx, out):
+    bad = tmp / "scores.json"
+    bad.write_text("{not json")
+    return (convert_main, ["--to_safetensors", str(ctx["cap"]), str(tmp / "pub"), "--metrics_file", str(bad)],
+            ["scores.json", "not a readable results JSON"])
+
+
 CASES = [
     pytest.param(_case_missing_decoder_key, id="missing_decoder_key"),
     pytest.param(_case_stage1_missing_clip_key, id="stage1_checkpoint_missing_clip_key"),
@@ -380,6 +395,9 @@ CASES = [
     pytest.param(_case_length_penalty_without_beam, id="length_penalty_without_beam"),
     pytest.param(_case_sidecar_not_json, id="sidecar_not_json"),
     pytest.param(_case_jit_setstate, id="torchscript_setstate"),
+    pytest.param(_case_num_threads_zero, id="num_threads_zero"),
+    pytest.param(_case_to_safetensors_into_used_dir, id="to_safetensors_into_used_dir"),
+    pytest.param(_case_publish_metrics_not_json, id="publish_metrics_not_json"),
 ]
 
 
@@ -428,6 +446,7 @@ CHECKPOINT_READERS = {
     "visualize": lambda ctx, out, bad: (visualize_main, ["--init_model", str(bad), "--data_path",
                                                          str(ctx["syn"] / "clevr"), "--output_dir", str(out)]),
     "convert": lambda ctx, out, bad: (convert_main, ["--input", str(bad), "--output", str(out / "c.safetensors")]),
+    "to_safetensors": lambda ctx, out, bad: (convert_main, ["--to_safetensors", str(bad), str(out / "pub")]),
 }
 GADGETS = {"reduce": "os.system", "nested": "os.system", "numpy": "runstring"}
 

@@ -7,6 +7,8 @@ decoder LR) names the change type well above the majority baseline. One test fun
 pytest-xdist never runs stage 1 twice."""
 import json
 
+from common.experiment_log import read_metrics
+
 from clip4idc.data.clevr import ClevrChange
 from clip4idc.demo import type_table
 from clip4idc.evaluation import change_accuracy
@@ -37,7 +39,7 @@ def test_two_stage_pipeline_learns(tmp_path, tiny_flags):
     changed = [caption_type(c) != "none" for i, c in hyps.items() if not i.endswith("_n")]
     no_change = [caption_type(c) == "none" for i, c in hyps.items() if i.endswith("_n")]
     discrimination = (sum(changed) / len(changed) + sum(no_change) / len(no_change)) / 2
-    losses = [json.loads(l)["loss"] for l in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+    losses = [r["value"] for r in read_metrics(out) if r["name"] == "loss"]
     print(f"discrimination {discrimination:.2f} (majority 0.50), no-change exact {sum(no_change) / len(no_change):.2f}")
     assert discrimination >= 0.65
     assert sum(no_change) / len(no_change) >= 0.9

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from common.experiment_log import read_metrics
 from clip4idc.convert import read_state_dict
 from clip4idc.params import build_parser, check_args
 from clip4idc.train import run
@@ -45,8 +46,10 @@ def test_kill_and_resume_is_bit_identical(tmp_path, syn_root, tiny_flags):
                  "Model saved to", ">>>  BLEU_1:", "The best model is:"):
         assert line in log
     assert "Lr: -" not in log and "Lr: ," not in log  # scheduled LRs are logged (spec 9.9 fix)
-    rows = [json.loads(l) for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
-    assert any("loss" in r for r in rows) and any("eval" in r for r in rows)
+    rows = read_metrics(tmp_path / "full")  # the common metrics.jsonl schema (issue 16)
+    assert {"loss", "lr", "epoch_loss"} <= {r["name"] for r in rows if r["split"] == "train"}
+    assert "Bleu_4" in {r["name"] for r in rows if r["split"] == "test"}
+    assert [r["epoch"] for r in rows if r["name"] == "epoch_loss"] == [0, 1]
 
 
 def test_torchrun_two_cpu_processes(tmp_path, syn_root, tiny_flags, repo_root):
