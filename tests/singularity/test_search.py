@@ -149,6 +149,7 @@ def _bad_folder(tmp, syn_dir):
     (d / "empty.mp4").write_bytes(b"")
     (d / "junk.mp4").write_bytes(b"\x00garbage" * 64)
     shutil.copy(next((syn_dir / "videos_images" / "syn_img").glob("*.png")), d / "image_as.mp4")
+    shutil.copy(next((syn_dir / "videos_images" / "syn_img").glob("*.png")), d / "photo.png")  # images are indexed
     from singularity.synthetic import draw_shape
 
     write_video(d / "short.mp4", [draw_shape(np.random.default_rng(0), "red", "bar") for _ in range(2)])
@@ -161,14 +162,17 @@ def test_bad_files_in_a_folder_are_reported_and_skipped(ckpt, syn_dir, tmp_path,
     code, _, err = run(["--videos", str(d), "--index", str(idx), "--pretrained_path", str(ckpt), "--quiet"], capsys)
     assert code == 0, err
     loaded = search.Index.load(idx)
-    assert len(loaded.paths) == 2
+    assert "photo.png" in loaded.paths and len(loaded.paths) == 3
+    assert sorted(loaded.frames) == [1, 4, 4]  # an image is one frame
     assert set(loaded.failed) == {"empty.mp4", "junk.mp4", "image_as.mp4", "short.mp4"}
     for name, why in [("empty.mp4", "empty file"), ("junk.mp4", "does not decode"), ("image_as.mp4", "is an image"),
                       ("short.mp4", "fewer than the 4 requested")]:
         line = next(line for line in err.splitlines() if f"{name}:" in line)
         assert line.startswith("skipped ") and why in line, line
     code, _, err = run(["--videos", str(d), "--index", str(idx), "--pretrained_path", str(ckpt), "--quiet"], capsys)
-    assert code == 0 and "6 of 6 files already done (4 unreadable)" in err  # not retried while unchanged
+    assert code == 0 and "7 of 7 files already done (4 unreadable)" in err  # not retried while unchanged
+    code, out, err = run(["--index", str(idx), "--query", "a red bar", "--png", str(tmp_path / "m.png")], capsys)
+    assert code == 0 and len([line for line in out.splitlines() if line[:4].strip().isdigit()]) == 3, err
 
 
 def _other_ckpt(ckpt, tmp):
