@@ -1,6 +1,7 @@
 """YAML config + ``key=value`` dotlist overrides (OmegaConf), as the original ``setup_config`` (spec 2.3)."""
 from __future__ import annotations
 
+import argparse
 import difflib
 import os
 import re
@@ -42,18 +43,38 @@ def convert_types(node):
     return node
 
 
+# ``--flag [VALUE]`` tokens every script of the project takes, and the config key each sets (issue 15/16)
+VALUE_FLAGS = {"num_threads": "num_threads", "report_to": "report_to", "compile": "compile"}
+SWITCH_FLAGS = ("compile",)
+
+
 def parse_overrides(tokens: Sequence[str]) -> list[str]:
     """Dotlist tokens; ``--local_rank=N`` (torch.distributed.launch) is dropped, other ``--x`` refused."""
-    kept = []
+    kept, pending = [], None
     for token in tokens:
         if token.startswith("--local_rank") or token.startswith("--local-rank"):
             continue  # LOCAL_RANK is read from the environment (pitfall 9.16 F)
         if token == "--trust_checkpoint":  # the flag every pickle-reading CLI of the project has
             kept.append("trust_checkpoint=True")
             continue
+        if pending is not None:  # the value of a preceding ``--flag VALUE``
+            kept.append(f"{pending}={token}")
+            pending = None
+            continue
+        name = token[2:].split("=", 1)[0]
+        if token.startswith("--") and name in VALUE_FLAGS:  # --num_threads 2, --report_to=tensorboard, --compile
+            if "=" in token:
+                kept.append(f"{VALUE_FLAGS[name]}={token.split('=', 1)[1]}")
+            elif name in SWITCH_FLAGS:
+                kept.append(f"{VALUE_FLAGS[name]}=True")
+            else:
+                pending = VALUE_FLAGS[name]
+            continue
         if token.startswith("-") or "=" not in token:
             raise InputError("command line", f"cannot parse {token!r}: {USAGE}")
         kept.append(token)
+    if pending is not None:
+        raise InputError("command line", f"--{pending} needs a value: {USAGE}")
     return kept
 
 
@@ -65,6 +86,18 @@ OPTIONAL_KEYS: dict[str, tuple[type, object, str]] = {
                                            "and resampling relative-position tables (the original did it silently)"),
     "skip_unreadable_media": (bool, False, "evaluation: skip unreadable videos/images and count them in the "
                                            "results file (default: an unreadable item is an error)"),
+    "num_threads": (int, None, "CPU threads torch may use (also --num_threads N; default: the cores this "
+                               "process may run on, divided by the ranks on this node, at most OMP_NUM_THREADS)"),
+    "report_to": (str, "none", "also send metrics.jsonl's scalars to tensorboard and/or wandb, comma-separated "
+                               "(also --report_to X)"),
+    "attn_implementation": (str, "sdpa", "attention kernel of BEiT/BERT: sdpa (fused "
+                                         "scaled_dot_product_attention) or eager (the original's matmul-softmax)"),
+    "compile": (bool, False, "torch.compile the vision encoder, text encoder and QA decoder (also --compile)"),
+    "compile_backend": (str, "inductor", "torch.compile backend (inductor; aot_eager to check graphs quickly)"),
+    "itm_batch_size": (int, 0, "retrieval evaluation: (query, candidate) pairs per ITM forward across queries; "
+                               "0 = one query's top-k per forward (the original's grouping)"),
+    "optimizer.fused": (bool, None, "fused AdamW/Adam kernel (default: on for CUDA and CPU parameters; False: "
+                                    "the for-each kernel)"),
     "optimizer.opt_eps": (float, 1e-8, "Adam epsilon"),
     "optimizer.opt_args": (dict, None, "extra optimizer keyword arguments"),
     "optimizer.momentum": (float, None, "SGD momentum (opt: sgd / nesterov / momentum)"),
@@ -159,6 +192,16 @@ def _is_sample_type(value) -> bool:
     return value in ("rand", "middle") or bool(re.fullmatch(r"fps\d+(\.\d+)?", str(value)))
 
 
+def _report_to_ok(value) -> bool:
+    from common.experiment_log import parse_report_to
+
+    try:
+        parse_report_to(str(value))
+    except argparse.ArgumentTypeError:
+        return False
+    return True
+
+
 def _at_least(minimum):
     return lambda v: v >= minimum, f"must be >= {minimum}"
 
@@ -178,6 +221,9 @@ RANGES: dict[str, tuple] = {
     "temporal_vision_encoder.num_layers": _at_least(1), "num_decoder_layers": _at_least(1),
     "eval_frame_ensemble": (lambda v: v in ("concat", "mean", "max", "lse"), "must be concat, mean, max or lse"),
     "scheduler.sched": (lambda v: v == "cosine", "must be cosine (the only schedule of the original)"),
+    "num_threads": _at_least(1), "itm_batch_size": _at_least(0),
+    "attn_implementation": (lambda v: v in ("sdpa", "eager"), "must be sdpa or eager"),
+    "report_to": (lambda v: _report_to_ok(v), "must be none or a comma-separated list of tensorboard, wandb"),
     "video_input.reader": (lambda v: v in ("decord", "av", "opencv"), "must be decord, av or opencv"),
     "video_input.sample_type": (lambda v: _is_sample_type(v), "must be rand, middle or fps<x> (e.g. fps0.5)"),
     "video_input.sample_type_test": (lambda v: _is_sample_type(v), "must be rand, middle or fps<x> (e.g. fps0.5)"),

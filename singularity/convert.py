@@ -4,6 +4,8 @@
 of the key file at the original default configuration on the meta device, synthesises an original-layout state
 dict from the listed shapes, converts it and loads it strictly.
 ``python -m singularity.convert --input ORIG.pth --output NEW.pth --task retrieval`` converts a file.
+``python -m singularity.convert --to_safetensors ORIG.pth DIR --task retrieval`` writes the publishable layout
+(``config.json`` + ``model.safetensors`` + ``README.md``) that ``<Model>.from_pretrained(DIR)`` reads without pickle.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import torch
 from common.checkpoint import atomic_torch_save, compare_keys, extract_state_dict, load_checkpoint_file
 from common.errors import InputError, run_cli
 from common.safe_pickle import add_trust_flag
+from common.threads import add_num_threads_flag, apply_num_threads
 from singularity.models.build import build_model_for_task
 
 DEFAULT_KEY_FILE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "singularity_state_dict_keys.txt"
@@ -346,6 +349,28 @@ def convert_file(input_path: str, output_path: str, task: str, overrides: list[s
     return report.summary() + (f"; resized learned tables: {'; '.join(notes)}" if notes else "")
 
 
+def to_safetensors(src: str, dst: str, task: str, overrides: list[str], trust: bool,
+                   metrics_file: str | None = None) -> str:
+    """An authors' (or this code's) ``.pth`` -> a ``save_pretrained`` directory, read once with the restricted
+    unpickler; later loads (``from_pretrained``) read safetensors and JSON only."""
+    from singularity.config import load_config
+    from singularity.models.config_paths import cfg_get
+    from singularity.tasks_common import load_pretrained
+
+    out = Path(dst)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(out, "exists and is not an empty directory; refusing to overwrite", field="DST")
+    _, state = read_checkpoint(src, trust=trust, field="SRC")
+    arch = infer_architecture(state)
+    config_name = {"pretrain": "pretrain.yaml", "retrieval": "ret_msrvtt.yaml", "vqa": "qa_msrvtt.yaml"}[task]
+    config = load_config(config_name, [f"{k}={v}" for k, v in arch.items()] + list(overrides), require_env=False)
+    model = build_model_for_task(task, config)
+    report = load_pretrained(model, state, allow_partial=False, source=str(src),
+                             resize_tables=bool(cfg_get(config, "resize_learned_tables", False)))
+    model.save_pretrained(out, metrics_file=metrics_file)
+    return f"{report.summary()}; wrote {out}/config.json, model.safetensors, README.md"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``--check-keys FILE`` or ``--input/--output/--task``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -357,11 +382,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", help="where to write the converted {'model': state_dict}")
     parser.add_argument("--task", choices=["pretrain", "retrieval", "vqa"], default="retrieval",
                         help="model the converted file is for (default: retrieval)")
+    parser.add_argument("--to_safetensors", nargs=2, metavar=("SRC", "DST"),
+                        help="convert checkpoint SRC (read with the restricted unpickler) into the publishable "
+                             "directory DST: config.json + model.safetensors + README.md model card "
+                             "(load it with <Model>.from_pretrained(DST); --task picks the model)")
+    parser.add_argument("--metrics_file", default=None,
+                        help="with --to_safetensors: a results JSON of the run (eval_res_best.json, ...) whose "
+                             "numbers go into the model card")
     add_trust_flag(parser)
+    add_num_threads_flag(parser)
     parser.add_argument("overrides", nargs="*",
                         help="config key=value overrides for the target model (e.g. image_res=384 "
                              "resize_learned_tables=True)")
     args = parser.parse_args(argv)
+    apply_num_threads(args.num_threads)
+    if args.to_safetensors:
+        print(to_safetensors(*args.to_safetensors, args.task, args.overrides, args.trust_checkpoint,
+                             args.metrics_file))
+        return 0
     if args.check_keys:
         sections = read_key_file(args.check_keys)
         if args.section:
@@ -373,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ok &= good
         return 0 if ok else 1
     if not (args.input and args.output):
-        parser.error("give --check-keys FILE, or --input and --output")
+        parser.error("give --check-keys FILE, --to_safetensors SRC DST, or --input and --output")
     print(convert_file(args.input, args.output, args.task, args.overrides, args.trust_checkpoint))
     return 0
 

@@ -1,5 +1,6 @@
 """End-to-end demo on the synthetic colour x shape clips (spec 10.2): retrieval fine-tuning, MC, QA and the
-temporal check; writes ``metrics.json``, ``report.md`` and ``retrieval.png`` (``python -m singularity.demo``)."""
+temporal check; writes ``metrics.json``, ``report.md``, ``retrieval.png`` and ``curves.png`` (the stages'
+``metrics.jsonl``), ``python -m singularity.demo``."""
 from __future__ import annotations
 
 import argparse
@@ -13,18 +14,25 @@ if __package__ in (None, ""):  # run as a file: make the monorepo importable (ab
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.errors import InputError, run_cli
+from common.experiment_log import add_report_to_flag
+from common.threads import add_num_threads_flag, apply_num_threads
 
 CHANCE_TEXTS = 16
+
+
+RUN_OPTIONS: list[str] = []  # num_threads / report_to of the command line, passed to every stage
 
 
 def _config(data: Path, name: str, *overrides: str):
     from singularity.config import load_config
 
-    return load_config(str(data / "configs" / f"{name}.yaml"), list(overrides))
+    return load_config(str(data / "configs" / f"{name}.yaml"), list(overrides) + RUN_OPTIONS)
 
 
 def run_demo(data_dir: Path, out: Path) -> dict:
-    """Run every stage; returns the metrics.json content."""
+    """Run every stage; returns the metrics.json content (``curves.png``: the stages' metrics.jsonl)."""
+    from common.plot_metrics import plot_runs
+
     from singularity.tasks.retrieval import run_retrieval
     from singularity.tasks.retrieval_mc import run_mc
     from singularity.tasks.vqa import load_answer_list, run_vqa
@@ -62,6 +70,9 @@ def run_demo(data_dir: Path, out: Path) -> dict:
                     "value": temporal["motion_test_emb/"]["txt_r1"], "baseline": single["motion_test_emb/"]["txt_r1"],
                     "baseline_kind": "ablation"})
     png = _retrieval_png(data_dir, out, scores)
+    plot_runs([out / "retrieval", out / "qa", out / "temporal_4frm"], out / "curves.png",
+              names=["video-loss_ita", "video-loss_itm", "video-loss", "syn_test/r_mean", "syn_test_emb/r_mean",
+                     "motion_test_emb/txt_r1", "val/overall"])
     metrics = {"results": results, "seconds": round(time.time() - start, 1)}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _report(out, metrics, ret, png)
@@ -108,6 +119,7 @@ def _report(out: Path, metrics: dict, ret: dict, png: Path) -> None:
     lines += ["", f"Total time: {metrics['seconds']:.0f} s.", "",
               "Full retrieval metrics (`retrieval/eval_res_latest.json`):", "", "```",
               json.dumps(ret, indent=1), "```", "", f"![text-to-video retrieval]({png.name})", "",
+              "![training and validation curves](curves.png)", "",
               "Temporal check: clips of a square turning from red to blue or from blue to red (direction of the",
               "change). Both models start from the 1-frame retrieval checkpoint; the 1-frame model (trained on one",
               "frame, evaluated on 4 with the mean of per-frame similarities) cannot see the order of frames, the",
@@ -124,7 +136,11 @@ def main(argv=None) -> int:
     parser.add_argument("--data_dir", default="runs/synthetic/singularity",
                         help="synthetic data directory; generated with singularity.synthetic when it does not exist")
     parser.add_argument("--out", default="runs/demo/singularity", help="output directory (replaced if it exists)")
+    add_num_threads_flag(parser)
+    add_report_to_flag(parser)
     args = parser.parse_args(argv)
+    threads = apply_num_threads(args.num_threads)
+    RUN_OPTIONS[:] = [f"num_threads={threads}", f"report_to={','.join(args.report_to) or 'none'}"]
     data_dir, out = Path(args.data_dir), Path(args.out)
     from singularity.synthetic import GENERATOR_VERSION, VERSION_FILE, generate
 

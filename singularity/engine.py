@@ -23,6 +23,8 @@ from common.checkpoint import atomic_torch_save, atomic_write_text, capture_rng_
 from common.distributed import (DistInfo, all_reduce_mean, barrier, init_distributed, is_main_process,
                                 make_sampler, seed_everything, wrap_model)
 from common.errors import InputError
+from common.experiment_log import ExperimentLog, parse_report_to
+from common.threads import apply_num_threads
 from singularity.config import to_container
 from singularity.data.annotations import UnreadableBatch
 from singularity.models.config_paths import cfg_get
@@ -40,6 +42,7 @@ class Runtime:
     amp_dtype: torch.dtype | None
     scaler: torch.amp.GradScaler | None
     wandb: object | None = None
+    log: ExperimentLog | None = None
 
     def autocast(self):
         """Autocast context for the configured precision (a no-op when AMP is off)."""
@@ -50,6 +53,7 @@ class Runtime:
 
 def setup_runtime(config: DictConfig) -> Runtime:
     """Distributed init (torchrun/slurm or single process), device, seeds (seed + rank), AMP (pitfall 9.4 F)."""
+    apply_num_threads(cfg_get(config, "num_threads"))  # the project's thread policy (--num_threads), first
     want = str(cfg_get(config, "device", "cuda"))
     if want.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("device=%s requested but CUDA is not available: running on CPU", want)
@@ -102,8 +106,12 @@ def check_output_dir(config: DictConfig) -> Path | None:
     return out
 
 
-def setup_output_dir(config: DictConfig) -> Path | None:
-    """Create ``output_dir`` (rank 0) once the inputs are checked; save config.yaml; file logging."""
+def setup_output_dir(config: DictConfig, runtime: Runtime | None = None) -> Path | None:
+    """Create ``output_dir`` (rank 0) once the inputs are checked; save config.yaml; file logging.
+
+    With ``runtime``, opens its experiment log: ``metrics.jsonl`` in the common schema of the project (plus
+    TensorBoard / wandb scalars with ``report_to``), rank 0 only.
+    """
     out = check_output_dir(config)
     if out is None:
         return None
@@ -112,6 +120,10 @@ def setup_output_dir(config: DictConfig) -> Path | None:
         atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(config))
     barrier()
     setup_logging(out)
+    if runtime is not None:
+        runtime.log = ExperimentLog(out, report_to=parse_report_to(cfg_get(config, "report_to")),
+                                    config=to_container(config), enabled=is_main_process(),
+                                    run_name=out.name)
     return out
 
 
@@ -170,6 +182,25 @@ def log_wandb(runtime: Runtime, values: dict, step: int, prefix: str = "") -> No
     """Log a dict to wandb when enabled."""
     if runtime.wandb is not None:
         runtime.wandb.log({f"{prefix}{k}": v for k, v in values.items()}, step=step)
+
+
+def close_log(runtime: Runtime) -> None:
+    """Flush and close the experiment log's backends (metrics.jsonl is written line by line)."""
+    if runtime.log is not None:
+        runtime.log.close()
+
+
+def log_results(runtime: Runtime, values: dict, step: int, prefix: str = "", epoch: int | None = None,
+                split: str = "val") -> None:
+    """Evaluation numbers to wandb (``wandb.enable``, the original's tags) and to ``metrics.jsonl``.
+
+    ``prefix`` is the test set (``msrvtt_1k_test/``); non-numeric entries are left out of metrics.jsonl.
+    """
+    log_wandb(runtime, values, step, prefix)
+    if runtime.log is not None:
+        runtime.log.log({f"{prefix}{k}": v for k, v in values.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)},
+                        step=step, epoch=epoch, split=split)
 
 
 class SmoothedValue:
@@ -284,7 +315,7 @@ def train_one_epoch(model, meta_loader: MetaLoader, optimizer, scheduler, runtim
 
     model.train()
     meta_loader.set_epoch(epoch)
-    jsonl = output_dir / "metrics.jsonl" if output_dir is not None else None
+    jsonl = output_dir / "train_stats.jsonl" if output_dir is not None else None
     metrics = MetricLogger(jsonl=jsonl)
     metrics.add_meter("lr", SmoothedValue(window=1, fmt="{value:.6f}"))
     raw_model = model.module if hasattr(model, "module") else model
@@ -329,6 +360,8 @@ def train_one_epoch(model, meta_loader: MetaLoader, optimizer, scheduler, runtim
                 logger.info("%s  [%*d/%d]  eta: %s  %s  time: %.4f", header, len(str(n_iter)), i, n_iter, eta,
                             metrics.line(), (time.time() - start) / (i + 1))
                 metrics.write({"epoch": epoch, "step": global_step, **{k: m.value for k, m in metrics.meters.items()}})
+                if runtime.log is not None:
+                    runtime.log.log({k: m.value for k, m in metrics.meters.items()}, step=global_step, epoch=epoch)
                 log_wandb(runtime, {k: m.global_avg for k, m in metrics.meters.items()}, global_step, "train/")
             if cfg_get(config, "debug", False) and i >= 4:
                 break
@@ -399,5 +432,21 @@ def prepare_model(task: str, config, runtime: Runtime, tokenizer):
     model, checkpoint = setup_model(task, config, runtime.device)
     if hasattr(model, "set_special_tokens"):
         model.set_special_tokens(tokenizer)
-    wrapped = wrap_model(model, runtime.info, find_unused_parameters=True)
+    if cfg_get(config, "compile", False):
+        compile_model(model, str(cfg_get(config, "compile_backend", "inductor")))
+    # DDP looks for unused parameters only where the configuration leaves some out of every step
+    unused = model.unused_parameter_names() if hasattr(model, "unused_parameter_names") else []
+    if unused and runtime.info is not None and runtime.info.distributed:
+        logger.info("DDP find_unused_parameters=True: %s get no gradient in this configuration", ", ".join(unused))
+    wrapped = wrap_model(model, runtime.info, find_unused_parameters=bool(unused))
     return model, wrapped, checkpoint
+
+
+def compile_model(model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
+    """``torch.compile`` the heavy sub-modules in place (state-dict keys unchanged): BEiT, BERT, QA decoder."""
+    for name in ("vision_encoder", "text_encoder", "temporal_vision_encoder", "text_decoder"):
+        module = getattr(model, name, None)
+        if module is not None:
+            module.compile(backend=backend)
+    logger.info("torch.compile (backend %s) of the vision/text encoders and decoder", backend)
+    return model

@@ -57,6 +57,41 @@ def itm_scores(model, text_feat, text_att, image_feat, device, ensemble: str) ->
 
 
 @torch.no_grad()
+def rerank(model, sim: torch.Tensor, queries, k: int, rows: int, text_feats, text_atts, image_feats, device,
+           ensemble: str, autocast, fill: torch.dtype = torch.float32, queries_are_images: bool = True) -> torch.Tensor:
+    """ITM scores of each query's top-k candidates by ``sim`` (rows = queries); -100 elsewhere (spec 5.6 step 4).
+
+    ``rows`` = (query, candidate) pairs per ITM forward: 0 runs one query's k candidates per forward, as the
+    original; larger values batch the top-k of several queries into one forward (same scores up to float
+    rounding, far fewer kernel launches for small k or large GPUs).
+    """
+    n_query, n_cand = sim.shape
+    out = torch.full((n_query, n_cand), -100.0, dtype=fill, device=device)
+    queries = list(queries)
+    if not queries:
+        return out
+    kk = min(k, n_cand)
+    query_ids = torch.as_tensor(queries, dtype=torch.long, device=sim.device)
+    top = sim[query_ids].topk(kk, dim=1).indices  # (Q, kk)
+    pair_query = query_ids.repeat_interleave(kk).cpu()
+    pair_cand = top.reshape(-1).cpu()
+    chunk = kk if rows <= 0 else max(1, rows)
+    bar = progress(total=len(pair_query), desc="re-rank i2t" if queries_are_images else "re-rank t2i", leave=False)
+    for start in range(0, len(pair_query), chunk):
+        q, c = pair_query[start:start + chunk], pair_cand[start:start + chunk]
+        text_idx, image_idx = (c, q) if queries_are_images else (q, c)
+        image_idx = image_idx if image_feats.device.type == "cpu" else image_idx.to(image_feats.device)
+        text_idx = text_idx.to(text_feats.device)
+        with autocast():
+            score = itm_scores(model, text_feats[text_idx], text_atts[text_idx], image_feats[image_idx], device,
+                               ensemble)
+        out[q.to(device), c.to(device)] = score.to(fill)
+        bar.update(len(q))
+    bar.close()
+    return out
+
+
+@torch.no_grad()
 def evaluation(model, loader, tokenizer, device, config, autocast, media_type: str = "video"):
     """Score matrices: (i2t re-ranked, t2i re-ranked, i2t ITC, t2i ITC) as numpy arrays (spec 5.6)."""
     ensemble = str(cfg_get(config, "eval_frame_ensemble", "concat"))
@@ -79,24 +114,14 @@ def evaluation(model, loader, tokenizer, device, config, autocast, media_type: s
     n_img, n_txt = i2t.shape
     k = int(cfg_get(config, "k_test", 128))
     fill = torch.float16 if cfg_get(config, "fp16", False) and device.type == "cuda" else torch.float32
-    i2t_x = torch.full((n_img, n_txt), -100.0, dtype=fill, device=device)
-    t2i_x = torch.full((n_txt, n_img), -100.0, dtype=fill, device=device)
+    rows = int(cfg_get(config, "itm_batch_size", 0))
     world, rank = get_world_size(), get_rank()
     step = n_img // world + 1
-    for i in progress(range(rank * step, min(n_img, (rank + 1) * step)), desc="re-rank i2t", leave=False):
-        kk = min(k, n_txt)
-        top = i2t[i].topk(kk).indices
-        mem = image_feats[i:i + 1].to(device).repeat(kk, *([1] * (image_feats.dim() - 1)))
-        with autocast():
-            i2t_x[i, top] = itm_scores(model, text_feats[top], text_atts[top], mem, device, ensemble).to(fill)
+    i2t_x = rerank(model, i2t, range(rank * step, min(n_img, (rank + 1) * step)), k, rows, text_feats, text_atts,
+                   image_feats, device, ensemble, autocast, fill, queries_are_images=True)
     step = n_txt // world + 1
-    for j in progress(range(rank * step, min(n_txt, (rank + 1) * step)), desc="re-rank t2i", leave=False):
-        kk = min(k, n_img)
-        top = t2i[j].topk(kk).indices
-        with autocast():
-            score = itm_scores(model, text_feats[j:j + 1].repeat(kk, 1, 1), text_atts[j:j + 1].repeat(kk, 1),
-                               image_feats[top.cpu() if image_feats.device.type == "cpu" else top], device, ensemble)
-        t2i_x[j, top] = score.to(fill)
+    t2i_x = rerank(model, t2i, range(rank * step, min(n_txt, (rank + 1) * step)), k, rows, text_feats, text_atts,
+                   image_feats, device, ensemble, autocast, fill, queries_are_images=False)
     if is_distributed():
         # offsets of -100 per non-owned row are uniform per row: rankings unaffected (spec 5.6)
         torch.distributed.all_reduce(i2t_x)

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn import functional as F
 
+from singularity.models import publish
 from singularity.models.config_paths import KNOWN_VIT_CONFIGS, cfg_get, resolve_path
 from singularity.models.vision import (
     build_temporal_encoder,
@@ -19,11 +23,21 @@ from singularity.models.xbert import XBertForMaskedLM, XBertModel, init_bert_wei
 logger = logging.getLogger("singularity")
 
 
-def vit_config_path(config) -> str:
-    """The BEiT config JSON for ``config`` (``vit_config`` key, else the bundled one for the hub name)."""
+def _settings(value):
+    """A config node given inline (mapping) as a plain dict; a path unchanged."""
+    if isinstance(value, DictConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def vit_config_path(config) -> str | dict:
+    """The BEiT config JSON for ``config`` (``vit_config`` key: a path or the settings inline, else the bundled
+    one for the hub name)."""
     if str(cfg_get(config, "vit_type", "beit")) != "beit":
         raise ValueError("vit_type must be beit (the deit/vit code paths of the original were never used)")
-    explicit = cfg_get(config, "vit_config")
+    explicit = _settings(cfg_get(config, "vit_config"))
+    if isinstance(explicit, dict):
+        return explicit
     if explicit:
         return str(resolve_path(explicit))
     name = str(cfg_get(config, "vit_name_or_pretrained_path", "microsoft/beit-base-patch16-224-pt22k-ft22k"))
@@ -40,14 +54,17 @@ class SingularityBase(nn.Module):
         super().__init__()
         self.config = config
         self.pretrain = pretrain
-        vit_cfg = load_beit_config(vit_config_path(config), cfg_get(config, "image_res", 224))
+        attn = str(cfg_get(config, "attn_implementation", "sdpa"))
+        vit_cfg = load_beit_config(vit_config_path(config), cfg_get(config, "image_res", 224), attn)
         self.vision_encoder = build_vision_encoder(vit_cfg)
         if not with_pooler:
             self.vision_encoder.pooler = None
         self.vision_width = vit_cfg.hidden_size
         self.vision_layernorm = nn.LayerNorm(self.vision_width, eps=1e-12)
-        self.bert_config = load_bert_config(resolve_path(cfg_get(config, "bert_config", "configs/config_bert.json")),
-                                            encoder_width=self.vision_width)
+        bert_settings = _settings(cfg_get(config, "bert_config", "configs/config_bert.json"))
+        if not isinstance(bert_settings, dict):
+            bert_settings = resolve_path(bert_settings)
+        self.bert_config = load_bert_config(bert_settings, attn_implementation=attn, encoder_width=self.vision_width)
         self.text_width = self.bert_config.hidden_size
         self.text_encoder = XBertForMaskedLM(self.bert_config) if pretrain else XBertModel(self.bert_config)
         init_bert_weights(self.text_encoder, self.bert_config.initializer_range)
@@ -60,8 +77,37 @@ class SingularityBase(nn.Module):
         self.update_pooler_embed = bool(cfg_get(config, "temporal_vision_encoder.update_pooler_embed", False))
         if self.use_temporal_encoder:
             self.temporal_vision_encoder = build_temporal_encoder(
-                resolve_path(cfg_get(config, "bert_config", "configs/config_bert.json")),
-                int(cfg_get(config, "temporal_vision_encoder.num_layers", 2)), self.vision_width)
+                bert_settings,
+                int(cfg_get(config, "temporal_vision_encoder.num_layers", 2)), self.vision_width, attn)
+
+    TASK = "retrieval"
+
+    def settings(self) -> dict:
+        """Plain-JSON settings that rebuild this model (``config.json`` of ``save_pretrained``)."""
+        return publish.model_settings(self)
+
+    def save_pretrained(self, directory: str | Path, metrics_file: str | Path | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` + a ``README.md`` model card (metrics from
+        ``metrics_file``, an ``eval_res*.json`` / QA accuracy JSON of the run, when given)."""
+        return publish.save(self, directory, metrics_file)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "SingularityBase":
+        """The model of a ``save_pretrained`` directory (no pickle involved), in eval mode."""
+        return publish.load(cls, directory)
+
+    def unused_parameter_names(self) -> list[str]:
+        """Parameters (or modules) that no training step of this configuration uses.
+
+        DDP needs ``find_unused_parameters=True`` only when this is not empty: the temporal embeddings
+        without ``add_temporal_embed``, the temporal encoder on 1-frame clips.
+        """
+        names = []
+        if not self.add_temporal_embed:
+            names.append("temporal_embeddings")
+        if self.use_temporal_encoder and self.num_frames == 1:
+            names.append("temporal_vision_encoder")
+        return names
 
     @property
     def text_bert(self) -> XBertModel:
@@ -186,6 +232,8 @@ class SingularityRetrieval(SingularityBase):
 
 class SingularityPretrain(SingularityRetrieval):
     """Pre-training model (``model_pretrain.Singularity``): ITC + ITM + MLM."""
+
+    TASK = "pretrain"
 
     def __init__(self, config):
         super().__init__(config, pretrain=True)

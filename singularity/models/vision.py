@@ -8,16 +8,18 @@ import torch
 from torch.nn import functional as F
 from transformers import BeitConfig, BeitModel
 
-from singularity.models.xbert import XBertEncoder, init_bert_weights, load_bert_config
+from singularity.models.xbert import ATTN_IMPLEMENTATIONS, XBertEncoder, init_bert_weights, load_bert_config
 
 
-def load_beit_config(path_or_dict, image_res: int | None = None) -> BeitConfig:
-    """Return the BEiT config (JSON file or dict) with ``image_size`` set to ``image_res``."""
+def load_beit_config(path_or_dict, image_res: int | None = None, attn_implementation: str = "sdpa") -> BeitConfig:
+    """Return the BEiT config (JSON file or dict) with ``image_size`` set to ``image_res`` (attention: sdpa/eager)."""
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {attn_implementation!r}")
     data = dict(path_or_dict) if isinstance(path_or_dict, dict) else json.loads(Path(path_or_dict).read_text())
     if image_res is not None:
         data["image_size"] = int(image_res)
     cfg = BeitConfig(**data)
-    cfg._attn_implementation = "sdpa"
+    cfg._attn_implementation = attn_implementation
     return cfg
 
 
@@ -26,9 +28,10 @@ def build_vision_encoder(config: BeitConfig) -> BeitModel:
     return BeitModel(config, add_pooling_layer=True)
 
 
-def build_temporal_encoder(bert_config_path, num_layers: int, width: int) -> XBertEncoder:
+def build_temporal_encoder(bert_config_path, num_layers: int, width: int,
+                           attn_implementation: str = "sdpa") -> XBertEncoder:
     """BERT layers without cross-attention attending across frames at each spatial position (spec 4.1)."""
-    cfg = load_bert_config(bert_config_path)
+    cfg = load_bert_config(bert_config_path, attn_implementation=attn_implementation)
     cfg.num_hidden_layers = num_layers
     cfg.fusion_layer = num_layers
     cfg.hidden_size = width

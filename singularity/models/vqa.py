@@ -14,6 +14,8 @@ from singularity.models.xbert import XBertLMHeadModel, init_bert_weights
 class SingularityQA(SingularityBase):
     """``model_vqa.Singularity``: no ITC/ITM heads, no BEiT pooler, plus ``text_decoder``."""
 
+    TASK = "vqa"
+
     def __init__(self, config):
         super().__init__(config, pretrain=False, with_pooler=False)
         dec_cfg = copy.deepcopy(self.bert_config)

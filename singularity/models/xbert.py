@@ -17,8 +17,17 @@ from transformers.models.bert.modeling_bert import BertEmbeddings, BertLayer, Be
 NEG_INF = -10000.0
 
 
-def load_bert_config(path_or_dict, **overrides) -> BertConfig:
-    """Return a BertConfig from a JSON file or dict, with ``fusion_layer``/``encoder_width`` kept as attributes."""
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+def load_bert_config(path_or_dict, attn_implementation: str = "sdpa", **overrides) -> BertConfig:
+    """Return a BertConfig from a JSON file or dict, with ``fusion_layer``/``encoder_width`` kept as attributes.
+
+    ``attn_implementation``: ``sdpa`` (fused ``scaled_dot_product_attention``, the default) or ``eager`` (the
+    original's matmul + softmax + matmul).
+    """
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, got {attn_implementation!r}")
     if isinstance(path_or_dict, dict):
         cfg = BertConfig(**path_or_dict)
     else:
@@ -29,7 +38,7 @@ def load_bert_config(path_or_dict, **overrides) -> BertConfig:
         cfg.fusion_layer = cfg.num_hidden_layers
     if not hasattr(cfg, "encoder_width"):
         cfg.encoder_width = cfg.hidden_size
-    cfg._attn_implementation = "sdpa"
+    cfg._attn_implementation = attn_implementation
     return cfg
 
 

@@ -12,8 +12,9 @@ from common.distributed import barrier, is_main_process
 from common.errors import InputError, run_cli
 from singularity.config import setup_config
 from singularity.data.build import retrieval_eval_loaders, train_meta_loader
-from singularity.engine import (check_output_dir, log_wandb, prepare_model, prepare_training, save_checkpoint,
-                                setup_output_dir, setup_runtime, setup_wandb, train_one_epoch, write_json)
+from singularity.engine import (check_output_dir, close_log, log_results, prepare_model, prepare_training,
+                                save_checkpoint, setup_output_dir, setup_runtime, setup_wandb, train_one_epoch,
+                                write_json)
 from singularity.models.config_paths import cfg_get
 from singularity.models.tokenizer import TextTokenizer
 from singularity.tasks.retrieval import evaluate_all, retrieval_step
@@ -32,7 +33,7 @@ def run_pretrain(config) -> dict:
     train_loader = train_meta_loader(config)
     test_loaders = retrieval_eval_loaders(config, list(cfg_get(config, "test_file").keys()))
     model, wrapped, checkpoint = prepare_model("pretrain", config, runtime, tokenizer)
-    output_dir = setup_output_dir(config)
+    output_dir = setup_output_dir(config, runtime)
     setup_wandb(config, runtime, model)
     optimizer, scheduler, start_epoch, global_step = prepare_training(wrapped, config, len(train_loader),
                                                                       checkpoint, runtime)
@@ -43,7 +44,7 @@ def run_pretrain(config) -> dict:
                                          global_step, step, output_dir)
         results = evaluate_all(model, test_loaders, tokenizer, runtime, config)
         for name, metrics in results.items():
-            log_wandb(runtime, metrics, global_step, name)
+            log_results(runtime, metrics, global_step, name, epoch)
         if output_dir is not None:
             # overwritten every epoch with that epoch's zero-shot results (not the best; pitfall 9.13 K)
             write_json(output_dir / "eval_res_best.json", results)
@@ -57,6 +58,7 @@ def run_pretrain(config) -> dict:
         barrier()
         if cfg_get(config, "debug", False):
             break
+    close_log(runtime)
     return results
 
 

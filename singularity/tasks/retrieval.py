@@ -13,7 +13,7 @@ from common.distributed import barrier
 from common.errors import InputError, run_cli
 from singularity.config import setup_config
 from singularity.data.build import as_spec_list, retrieval_eval_loaders, train_meta_loader
-from singularity.engine import (check_output_dir, log_wandb, max_text_len, prepare_model, prepare_training,
+from singularity.engine import (check_output_dir, close_log, log_results, max_text_len, prepare_model, prepare_training,
                                 save_checkpoint, setup_output_dir, setup_runtime, setup_wandb, train_one_epoch,
                                 write_json)
 from singularity.evaluation import evaluation, itm_eval
@@ -70,12 +70,15 @@ def run_retrieval(config) -> dict:
         raise InputError(", ".join(str(spec[0]) for spec in as_spec_list(cfg_get(config, "train_file"))),
                          "retrieval fine-tuning needs a single media type in train_file", field="train_file")
     model, wrapped, checkpoint = prepare_model("retrieval", config, runtime, tokenizer)
-    output_dir = setup_output_dir(config)
+    output_dir = setup_output_dir(config, runtime)
     if evaluate_only:
         results = evaluate_all(model, test_loaders, tokenizer, runtime, config)
         if output_dir is not None:
             write_json(output_dir / "eval_res_latest.json", results)
             write_json(output_dir / "eval_res.json", results)
+        for name, metrics in results.items():
+            log_results(runtime, metrics, 0, name, split="test")
+        close_log(runtime)
         return results
     setup_wandb(config, runtime, model)
     optimizer, scheduler, start_epoch, global_step = prepare_training(wrapped, config, len(train_loader),
@@ -88,7 +91,7 @@ def run_retrieval(config) -> dict:
                                          global_step, step, output_dir)
         results = evaluate_all(model, test_loaders, tokenizer, runtime, config)
         for name, metrics in results.items():
-            log_wandb(runtime, metrics, global_step, name)
+            log_results(runtime, metrics, global_step, name, epoch)
         if output_dir is not None:
             write_json(output_dir / "eval_res_latest.json", results)
             # stop_key None: every epoch counts as better -> ckpt_best is the last epoch (spec 5.5)
@@ -101,6 +104,7 @@ def run_retrieval(config) -> dict:
         barrier()
         if cfg_get(config, "debug", False):
             break
+    close_log(runtime)
     if output_dir is not None and cfg_get(config, "eval_after_training", True):
         sub = copy.deepcopy(config)
         sub.pretrained_path = str(output_dir / "ckpt_best.pth")

@@ -14,7 +14,8 @@ from common.distributed import barrier, is_main_process
 from common.errors import run_cli
 from singularity.config import setup_config
 from singularity.data.build import mc_loader
-from singularity.engine import check_output_dir, prepare_model, setup_output_dir, setup_runtime, write_json
+from singularity.engine import (check_output_dir, close_log, log_results, prepare_model, setup_output_dir,
+                                setup_runtime, write_json)
 from singularity.evaluation import evaluate_mc
 from singularity.models.config_paths import cfg_get
 from singularity.models.tokenizer import TextTokenizer
@@ -30,7 +31,7 @@ def run_mc(config) -> float:
     name = list(cfg_get(config, "test_types", ["mc_test"]))[0]
     loader = mc_loader(config, name)
     model, _, _ = prepare_model("retrieval", config, runtime, tokenizer)
-    output_dir = setup_output_dir(config)
+    output_dir = setup_output_dir(config, runtime)
     accuracy, predictions = evaluate_mc(model, loader, tokenizer, runtime.device, config, runtime.autocast)
     logger.info("MC accuracy on %s: %.2f", name, accuracy)
     if output_dir is not None and is_main_process():
@@ -39,6 +40,8 @@ def run_mc(config) -> float:
             result["skipped_unreadable"] = len(loader.dataset.skipped)
         write_json(output_dir / "eval_res.json", result)
         torch.save(predictions, output_dir / "prediction_scores.pth")
+    log_results(runtime, {"accuracy": accuracy}, 0, f"{name}/", split="test")
+    close_log(runtime)
     barrier()
     return accuracy
 

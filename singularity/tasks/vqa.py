@@ -18,8 +18,9 @@ from common.errors import InputError, run_cli
 from singularity.config import setup_config
 from singularity.data.annotations import checked_batches
 from singularity.data.build import qa_eval_loader, qa_train_loader
-from singularity.engine import (check_output_dir, log_wandb, prepare_model, prepare_training, save_checkpoint,
-                                setup_output_dir, setup_runtime, setup_wandb, train_one_epoch, write_json)
+from singularity.engine import (check_output_dir, close_log, log_results, prepare_model, prepare_training,
+                                save_checkpoint, setup_output_dir, setup_runtime, setup_wandb, train_one_epoch,
+                                write_json)
 from singularity.evaluation import qa_exact_match, vqa_accuracy
 from singularity.models.config_paths import cfg_get
 from singularity.models.tokenizer import TextTokenizer
@@ -113,7 +114,7 @@ def run_vqa(config) -> dict:
     loaders = {name: qa_eval_loader(config, name) for name in test_types}
     train_loader = None if evaluate_only else qa_train_loader(config)
     model, wrapped, checkpoint = prepare_model("vqa", config, runtime, tokenizer)
-    output_dir = setup_output_dir(config)
+    output_dir = setup_output_dir(config, runtime)
 
     def evaluate_all(suffix="latest"):
         res = {}
@@ -132,6 +133,9 @@ def run_vqa(config) -> dict:
                 if is_main_process():
                     shutil.copy(output_dir / f"{name}_latest.json", output_dir / f"{name}_eval.json")
             write_json(output_dir / "eval_res_best.json", results, indent=4)
+        for name, acc in results.items():
+            log_results(runtime, acc, 0, f"{name}/", split="test")
+        close_log(runtime)
         return results
     setup_wandb(config, runtime, model)
     optimizer, scheduler, start_epoch, global_step = prepare_training(wrapped, config, len(train_loader),
@@ -144,7 +148,7 @@ def run_vqa(config) -> dict:
                                          global_step, step, output_dir)
         results = evaluate_all()
         for name, acc in results.items():
-            log_wandb(runtime, acc, global_step, f"{name}/")
+            log_results(runtime, acc, global_step, f"{name}/", epoch)
         if output_dir is not None and (stop_key is None or (stop_key in results and results[stop_key]["overall"] > best)):
             if stop_key is not None:
                 best = results[stop_key]["overall"]
@@ -156,6 +160,7 @@ def run_vqa(config) -> dict:
         barrier()
         if cfg_get(config, "debug", False):
             break
+    close_log(runtime)
     if output_dir is not None and cfg_get(config, "eval_after_training", True):
         sub = copy.deepcopy(config)
         sub.pretrained_path = str(output_dir / "ckpt_best.pth")

@@ -23,7 +23,7 @@ def test_retrieval_learns(trained_retrieval):
     # 62.5-81.25 over data/training seeds 0-4
     assert results["syn_test_emb/"]["img_r1"] >= 60, results
     assert results["syn_test/"]["img_r1"] >= 4 * chance, results  # ITM re-ranked (ITM learns late, spec 10.1; 62.5-94)
-    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "train_stats.jsonl").read_text().splitlines()]
     first = lines[0]["video-loss_ita"]
     last = lines[-1]["epoch_avg"]["video-loss_ita"]
     assert last < 0.6 * first, (first, last)  # > 40% drop from ~ln(B)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from common.errors import InputError
+from common.experiment_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -18,7 +19,7 @@ def test_pretrain_mixed_media(syn_dir, tiny_config, tmp_path):
     out = tmp_path / "pt"
     results = run_pretrain(tiny_config(syn_dir, "pretrain_syn", f"output_dir={out}", "scheduler.epochs=3"))
     assert set(results) == {"syn_test/", "syn_test_emb/"}
-    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (out / "train_stats.jsonl").read_text().splitlines()]
     epochs = [x["epoch_avg"] for x in lines if "epoch_avg" in x]
     for media in ("image", "video"):
         for loss in ("loss_ita", "loss_itm", "loss_mlm"):
@@ -31,6 +32,13 @@ def test_pretrain_mixed_media(syn_dir, tiny_config, tmp_path):
     assert set(ckpt) >= {"model", "optimizer", "scheduler", "scaler", "config", "epoch", "global_step"}
     assert ckpt["epoch"] == 2 and ckpt["global_step"] == 3 * 16
     assert (out / "config.yaml").is_file() and (out / "eval_res_best.json").is_file()
+    # the project's common metrics.jsonl: training scalars at log steps, zero-shot results per epoch (issue 16)
+    records = read_metrics(out)
+    train = [r for r in records if r["split"] == "train"]
+    assert {"video-loss_mlm", "image-loss_itm", "lr", "temperature"} <= {r["name"] for r in train}
+    val = [r for r in records if r["split"] == "val" and r["name"] == "syn_test/r_mean"]
+    assert [r["epoch"] for r in val] == [0, 1, 2] and val[-1]["step"] == 3 * 16
+    assert val[-1]["value"] == json.loads((out / "eval_res_best.json").read_text())["syn_test/"]["r_mean"]
 
 
 def test_zero_shot_eval_of_a_pretrain_checkpoint(syn_dir, tiny_config, tmp_path):
