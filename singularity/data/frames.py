@@ -220,6 +220,7 @@ def _read_av(path: str, num_frames: int, sample: str, max_num_frames: int, min_f
         vlen = len(pts_of)
         duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
         fps = vlen / duration if duration > 0 else 1.0
+        rng_state = random.getstate(), np.random.get_state()  # a fallback re-draws from the same state
         indices = _pick(path, vlen, fps, num_frames, sample, max_num_frames, min_frames)
         wanted = sorted(set(indices))
         wanted_set = set(wanted)
@@ -253,6 +254,8 @@ def _read_av(path: str, num_frames: int, sample: str, max_num_frames: int, min_f
     if len(decoded) < len(wanted):
         # packets and decoded frames disagree (broken timestamps, dropped frames): decode it all, as before
         logger.debug("%s: seeking did not reach every sampled frame; decoding the whole video", path)
+        random.setstate(rng_state[0])
+        np.random.set_state(rng_state[1])
         return _read_full(path, "av", num_frames, sample, max_num_frames, min_frames)
     return Clip(np.stack([decoded[i] for i in indices]), indices, vlen, fps)
 

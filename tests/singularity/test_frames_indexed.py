@@ -169,3 +169,20 @@ def test_bad_videos_are_one_line_errors(tmp_path, reader, make, kwargs, message)
     text = str(err.value)
     assert path.name in text and "\n" not in text
     assert message in text, text
+
+
+def test_fallback_to_full_decode_draws_the_same_random_frames(h264, monkeypatch):
+    """When seeking cannot reach a sampled frame the whole video is decoded, and ``rand`` sampling re-draws from the
+    same random state (the indices are still those of the old way)."""
+    import av
+
+    monkeypatch.setattr(av.container.InputContainer, "seek", lambda self, *args, **kwargs: None)
+    random.seed(11)
+    np.random.seed(11)
+    expected, expected_idx = old_way(h264, 6, "rand", "av")
+    after_old = random.random()
+    random.seed(11)
+    np.random.seed(11)
+    clip, idx = F.read_frames(str(h264), 6, "rand", reader="av")
+    assert idx == expected_idx and np.array_equal(clip.permute(0, 2, 3, 1).numpy(), expected)
+    assert random.random() == after_old  # the random stream advanced exactly as before
