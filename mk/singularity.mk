@@ -69,3 +69,7 @@ singularity-search: install $(SL_DATA)/configs/ret_syn.yaml $(SL_RET_CKPT) ## Si
 singularity-ask: install $(SL_DATA)/configs/ret_syn.yaml $(SL_QA_CKPT) ## Singularity: ask 2 questions about a synthetic clip with the demo QA checkpoint -> runs/singularity/ask-*
 	$(SL_TASK) singularity.ask --video $(SL_DATA)/videos_images/syn_vid/qaval_blue_ring_01.mp4 --question "what color is the shape" --pretrained_path $(SL_QA_CKPT) --png $(SL_ASK)/color.png
 	$(SL_TASK) singularity.ask --video $(SL_DATA)/videos_images/syn_vid/qaval_blue_ring_01.mp4 --question "what shape is it" --pretrained_path $(SL_QA_CKPT) --png $(SL_ASK)/shape.png
+
+.PHONY: singularity-bench
+singularity-bench: install ## Singularity: speed table at the real size (BEiT-base + BERT-base): eager fp32 vs SDPA/autocast/batched ITM re-rank/fused AdamW/compile; ARGS="--compile" adds compile on CPU
+	$(PY) benchmarks/singularity.py $(ARGS)

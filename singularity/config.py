@@ -13,8 +13,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from common.errors import InputError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-USAGE = ("usage: python tasks/<task>.py CONFIG.yaml [key=value ...]  (OmegaConf dotlist: a.b=1, key=[x,y], "
-         "x=None)")
+USAGE = ("usage: python tasks/<task>.py CONFIG.yaml [key=value ...] [--num_threads N] [--report_to tensorboard,wandb] "
+         "[--compile] [--trust_checkpoint]  (OmegaConf dotlist: a.b=1, key=[x,y], x=None)")
 
 
 def find_config(path_or_name: str) -> Path:

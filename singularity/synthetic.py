@@ -21,6 +21,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from common.errors import InputError, run_cli
+from common.threads import add_num_threads_flag, apply_num_threads
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (40, 60, 230), "yellow": (230, 220, 30)}
 # larger than spec 10.1's study (10x10, 4x16, 16x4, 12x12): with 8x8 patches a tiny BEiT tells these shapes apart
@@ -272,7 +273,9 @@ def main(argv=None) -> int:
     parser.add_argument("--qa_val_per_class", type=int, default=4,
                         help="QA validation videos per class, 2 questions each (4 -> 128 questions)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    add_num_threads_flag(parser)
     args = parser.parse_args(argv)
+    apply_num_threads(args.num_threads)
     path = generate(args.out, per_class=args.per_class, test_per_class=args.test_per_class,
                     qa_val_per_class=args.qa_val_per_class, seed=args.seed)
     print(f"synthetic Singularity data written to {path}")

@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run as a file: make the monorepo importable (ab
 from tqdm import tqdm
 
 from common.errors import InputError, run_cli
+from common.threads import add_num_threads_flag, apply_num_threads
 
 
 def output_size(width: int, height: int, size: int) -> tuple[int, int]:
@@ -96,7 +97,9 @@ def main(argv=None) -> int:
     parser.add_argument("--file_type", type=str, choices=["image", "video"], required=True, help="image or video")
     parser.add_argument("--trim_seconds", type=float, default=None,
                         help="keep only the first N seconds of each video (DiDeMo used 30); default: all")
+    add_num_threads_flag(parser)
     args = parser.parse_args(argv)
+    apply_num_threads(args.num_threads)
     if Path(args.input_root).resolve() == Path(args.output_root).resolve():
         raise InputError(args.output_root, "output_root must differ from input_root")
     list_path = Path(args.input_file_list_path)
