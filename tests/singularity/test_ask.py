@@ -1,6 +1,7 @@
 """``python -m singularity.ask`` (issue 14): answers ranked exactly as the QA evaluation ranks them, top 5 with
 scores and a PNG; bad input is one line with exit code 2."""
 import hashlib
+import os
 import shutil
 
 import numpy as np
@@ -115,7 +116,23 @@ BAD = [
     ("ckpt-garbage", lambda s, t, c: ["--video", str(_video(s, t, "v.mp4")), "--pretrained_path",
                                       str((t / "junk.pth").write_bytes(b"junk" * 10) and t / "junk.pth")],
      "junk.pth", "torch checkpoint"),
+    ("ckpt-malicious-pickle", lambda s, t, c: ["--video", str(_video(s, t, "v.mp4")), "--pretrained_path",
+                                               str(_malicious(t))], "evil.pth", "os.system"),
 ]
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _malicious(tmp):
+    """A torch file whose unpickling would run a shell command (refused: the marker is never created)."""
+    torch.save({"model": {"w": torch.zeros(1)}, "config": _Evil(tmp / "pwned")}, tmp / "evil.pth")
+    return tmp / "evil.pth"
 
 
 @pytest.mark.parametrize("argv,name,message", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
@@ -132,6 +149,7 @@ def test_bad_input_is_one_line_exit_2(argv, name, message, qa_ckpt, syn_dir, tmp
     assert code == 2 and len(lines) == 1, err
     assert name in lines[0] and message in lines[0], lines[0]
     assert hashlib.sha256(keep.read_bytes()).hexdigest() == before
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_short_video_allowed_and_long_question_truncated(qa_ckpt, syn_dir, tmp_path, capsys):

@@ -184,6 +184,20 @@ def _other_ckpt(ckpt, tmp):
     return other
 
 
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _malicious(tmp):
+    """A torch file whose unpickling would run a shell command (refused: the marker is never created)."""
+    torch.save({"model": {"w": torch.zeros(1)}, "config": _Evil(tmp / "pwned")}, tmp / "evil.pth")
+    return tmp / "evil.pth"
+
+
 BAD = [
     ("empty-folder", lambda t, i, c, f: ["--videos", str(t / "none"), "--index", str(t / "n.npz"),
                                          "--pretrained_path", str(c)], "none", "no video or image files"),
@@ -201,6 +215,8 @@ BAD = [
                                            "eval_frame_ensemble=max"], "clips.npz", "eval_frame_ensemble=concat"),
     ("unknown-key", lambda t, i, c, f: ["--videos", str(f), "--index", str(t / "x.npz"), "--pretrained_path", str(c),
                                         "video_input.num_frame_test=2"], "num_frame_test", "unknown config key"),
+    ("ckpt-malicious-pickle", lambda t, i, c, f: ["--videos", str(f), "--index", str(t / "x.npz"),
+                                                  "--pretrained_path", str(_malicious(t))], "evil.pth", "os.system"),
     ("index-missing", lambda t, i, c, f: ["--index", str(t / "missing.npz"), "--query", "a red bar"],
      "missing.npz", "index not found"),
     ("index-garbage", lambda t, i, c, f: ["--index", str(t / "garbage.npz"), "--query", "a red bar"],
@@ -224,6 +240,7 @@ def test_bad_input_is_one_line_exit_2(argv, name, message, ckpt, index, folder, 
     assert name in lines[0] and message in lines[0], lines[0]
     assert digest(index) == before  # the existing index is left as it was
     assert not (tmp_path / "n.npz").exists() and not (tmp_path / "x.npz").exists()
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_long_query_is_truncated_and_said(index, tmp_path, capsys):
