@@ -444,8 +444,11 @@ def prepare_model(task: str, config, runtime: Runtime, tokenizer):
 
 def compile_model(model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
     """``torch.compile`` the heavy sub-modules in place (state-dict keys unchanged): BEiT, BERT, QA decoder."""
-    for name in ("vision_encoder", "text_encoder", "temporal_vision_encoder", "text_decoder"):
-        module = getattr(model, name, None)
+    modules = [getattr(model, name, None) for name in ("vision_encoder", "text_encoder", "temporal_vision_encoder",
+                                                        "text_decoder")]
+    if getattr(model, "pretrain", False):  # pre-training calls text_encoder.bert directly (text / MLM passes)
+        modules.append(model.text_encoder.bert)
+    for module in modules:
         if module is not None:
             module.compile(backend=backend)
     logger.info("torch.compile (backend %s) of the vision/text encoders and decoder", backend)

@@ -100,13 +100,16 @@ class SingularityBase(nn.Module):
         """Parameters (or modules) that no training step of this configuration uses.
 
         DDP needs ``find_unused_parameters=True`` only when this is not empty: the temporal embeddings
-        without ``add_temporal_embed``, the temporal encoder on 1-frame clips.
+        without ``add_temporal_embed``, the temporal encoder on 1-frame clips, BEiT's pooler when
+        ``update_pooler_embed`` takes the pooled features from the temporal encoder.
         """
         names = []
         if not self.add_temporal_embed:
             names.append("temporal_embeddings")
         if self.use_temporal_encoder and self.num_frames == 1:
             names.append("temporal_vision_encoder")
+        elif self.use_temporal_encoder and self.update_pooler_embed and self.vision_encoder.pooler is not None:
+            names.append("vision_encoder.pooler")  # pooled = the temporal encoder's CLS tokens instead
         return names
 
     @property

@@ -165,7 +165,9 @@ def test_batched_itm_rerank_equals_per_query(tiny_model_factory, queries_are_ima
     ("vqa", {}, 1),
     ("retrieval", {"add_temporal_embed": True, "temporal_vision_encoder": {"enable": True, "num_layers": 1}}, 2),
     ("retrieval", {"temporal_vision_encoder": {"enable": True, "num_layers": 1}}, 1),
-], ids=["retrieval", "pretrain", "qa", "temporal-2frames", "temporal-encoder-1frame"])
+    ("retrieval", {"add_temporal_embed": True,
+                   "temporal_vision_encoder": {"enable": True, "num_layers": 1, "update_pooler_embed": True}}, 2),
+], ids=["retrieval", "pretrain", "qa", "temporal-2frames", "temporal-encoder-1frame", "temporal-pooler-update"])
 def test_unused_parameters_are_the_declared_ones(tiny_model_factory, task, extra, frames):
     """DDP's find_unused_parameters is on exactly when a parameter gets no gradient in a training step."""
     model = tiny_model_factory(task, video_input={"num_frames": frames}, **extra).train()
