@@ -67,7 +67,8 @@ def test_trained_model_round_trip(syn_dir, tiny_config, tmp_path, monkeypatch):
 
     out = tmp_path / "run"
     run_retrieval(tiny_config(syn_dir, "ret_syn", f"output_dir={out}", "scheduler.epochs=1",
-                              "eval_after_training=False", "itm_batch_size=64"))
+                              "eval_after_training=False", "itm_batch_size=64", "--report_to", "tensorboard"))
+    assert any((out / "tensorboard").glob("events.out.tfevents.*"))  # --report_to mirrors metrics.jsonl
     config = tiny_config(syn_dir, "ret_syn")
     model = build_model_for_task("retrieval", config)
     load_pretrained(model, torch.load(out / "ckpt_best.pth", weights_only=True)["model"])
