@@ -38,6 +38,9 @@ def warmup_constant(x: float, warmup: float = 0.002) -> float:
 SCHEDULES = {"warmup_linear": warmup_linear, "warmup_cosine": warmup_cosine, "warmup_constant": warmup_constant}
 
 
+FOREACH_CHUNK = 1 << 24  # elements per multi-tensor update (4 temporaries of 64 MiB at float32)
+
+
 class BertAdam(Optimizer):
     """Adam without bias correction, decoupled weight decay added to the update, per-tensor grad clipping
     and a scheduled LR computed from each tensor's own step count (first update has LR 0).
@@ -115,10 +118,21 @@ class BertAdam(Optimizer):
         return loss
 
     def _foreach_group(self, group: dict) -> None:
-        """The loop's update for every tensor of `group` that has a grad, as multi-tensor kernels."""
-        params = [p for p in group["params"] if p.grad is not None]
-        if not params:
-            return
+        """The loop's update for every tensor of `group` that has a grad, as multi-tensor kernels over chunks of
+        at most FOREACH_CHUNK elements (the kernels' temporaries stay small)."""
+        chunk, size = [], 0
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if chunk and size + p.numel() > FOREACH_CHUNK:
+                self._foreach_update(group, chunk)
+                chunk, size = [], 0
+            chunk.append(p)
+            size += p.numel()
+        if chunk:
+            self._foreach_update(group, chunk)
+
+    def _foreach_update(self, group: dict, params: list[torch.Tensor]) -> None:
         for p in params:
             state = self.state[p]
             if len(state) == 0:
