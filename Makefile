@@ -10,6 +10,12 @@ TORCH_SPEC ?= torch==2.13.0
 TEST_JOBS ?= 2
 STAMP := $(VENV)/.installed
 INSTALL_INPUTS := pyproject.toml requirements-test.txt $(wildcard */requirements.txt)
+# CPU threads for the step targets: every script applies --num_threads (common/threads.py; default: the cores
+# the process may use). On the synthetic data the models are tiny and extra threads only contend with other work
+# (a 5 s step becomes 0.4 s at 1 thread on a busy 2-core machine), so the default here is 1 without DATA_DIR.
+# NUM_THREADS=N sets it; NUM_THREADS= (empty) leaves it to the scripts' own policy.
+NUM_THREADS ?= $(if $(DATA_DIR),,1)
+THREADS_FLAG = $(if $(strip $(NUM_THREADS)),--num_threads $(NUM_THREADS))
 # Subproject .mk files append their demo target here.
 DEMO_TARGETS :=
 

@@ -27,10 +27,10 @@ $(SA_SYNTHETIC)/moments_graph.json: | install
 set_abstraction-synthetic: install $(SA_SYNTHETIC)/moments_graph.json ## Set abstraction: write the synthetic metadata (moments + kinetics)
 
 set_abstraction-train: install $(if $(SA_GIVEN),,$(SA_SYNTHETIC)/moments_graph.json) ## Set abstraction: train.py on DATA_DIR (run id 'make'; ARGS=... more flags)
-	cd set_abstraction && $(abspath $(PY)) train.py --exp_id make $(SA_RUN_FLAGS) $(SA_MODEL_FLAGS) $(ARGS)
+	cd set_abstraction && $(abspath $(PY)) train.py $(THREADS_FLAG) --exp_id make $(SA_RUN_FLAGS) $(SA_MODEL_FLAGS) $(ARGS)
 
 set_abstraction-test: install $(if $(SA_GIVEN),,$(SA_SYNTHETIC)/moments_graph.json) ## Set abstraction: test.py (RESUME=ckpt, default: the set_abstraction-train best)
-	cd set_abstraction && $(abspath $(PY)) test.py $(SA_RUN_FLAGS) --model AbstractionEmbeddingModule \
+	cd set_abstraction && $(abspath $(PY)) test.py $(THREADS_FLAG) $(SA_RUN_FLAGS) --model AbstractionEmbeddingModule \
 		--resume $(if $(RESUME),$(abspath $(RESUME)),$(SA_BEST)) $(if $(SA_GIVEN),,--model_config tiny --num_workers 0) $(ARGS)
 
 set_abstraction-check-keys: install ## Set abstraction: check the released SAM and published 3D ResNet-50 key layouts

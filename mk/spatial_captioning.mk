@@ -67,18 +67,18 @@ spatial_captioning-prepro_feats: install ## Spatial captioning: prepro_feats.py 
 		--model_root $(SC_DATA_DIR)/imagenet_weights $(ARGS)
 
 spatial_captioning-train: install $(SC_NEED_DATA) ## Spatial captioning: train.py XE (README command; tiny config on synthetic data)
-	cd spatial_captioning && $(abspath $(PY)) train.py --id $(SC_ID) --caption_model spatial_pe $(SC_DATA_FLAGS) \
+	cd spatial_captioning && $(abspath $(PY)) train.py $(THREADS_FLAG) --id $(SC_ID) --caption_model spatial_pe $(SC_DATA_FLAGS) \
 		--checkpoint_path $(SC_RUNS)/checkpoints/$(SC_ID) $(SC_ARCH_FLAGS) $(SC_XE_FLAGS) --enc_pos_embedding 1 \
 		--enc_pos_type gxg --cross_attn xlinear $(ARGS)
 
 spatial_captioning-train_scst: install $(SC_NEED_DATA) ## Spatial captioning: copy_model.sh <id> <id>_rl, then train.py SCST (README command)
 	cd $(SC_RUNS)/checkpoints && sh $(abspath spatial_captioning/scripts/copy_model.sh) $(SC_ID) $(SC_ID)_rl .
-	cd spatial_captioning && $(abspath $(PY)) train.py --id $(SC_ID)_rl --caption_model spatial_pe $(SC_DATA_FLAGS) \
+	cd spatial_captioning && $(abspath $(PY)) train.py $(THREADS_FLAG) --id $(SC_ID)_rl --caption_model spatial_pe $(SC_DATA_FLAGS) \
 		--checkpoint_path $(SC_RUNS)/checkpoints/$(SC_ID)_rl --start_from $(SC_RUNS)/checkpoints/$(SC_ID)_rl \
 		$(SC_ARCH_FLAGS) $(SC_SCST_FLAGS) --enc_pos_embedding 1 --enc_pos_type gxg --cross_attn xlinear $(ARGS)
 
 spatial_captioning-eval: install $(SC_NEED_DATA) ## Spatial captioning: eval.py on the test split (RUN=<id>, default the XE run); writes <run>/vis, <run>/eval_results (again: ARGS="--overwrite 1")
-	cd spatial_captioning && $(abspath $(PY)) eval.py --dump_images 0 --num_images $(if $(SC_GIVEN),5000,-1) \
+	cd spatial_captioning && $(abspath $(PY)) eval.py $(THREADS_FLAG) --dump_images 0 --num_images $(if $(SC_GIVEN),5000,-1) \
 		--model $(SC_RUNS)/checkpoints/$(or $(RUN),$(SC_ID))/model.pth \
 		--infos_path $(SC_RUNS)/checkpoints/$(or $(RUN),$(SC_ID))/infos_$(or $(RUN),$(SC_ID)).pkl \
 		--image_root $(if $(IMAGE_ROOT),$(abspath $(IMAGE_ROOT)),$(SC_DATA_DIR)/images) --language_eval 1 \

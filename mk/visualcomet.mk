@@ -17,24 +17,24 @@ visualcomet-data: install ## VisualCOMET: write the synthetic dataset to runs/sy
 $(if $(DATA_DIR),,visualcomet-finetune visualcomet-generate visualcomet-rank visualcomet-evaluate visualcomet-visualize): visualcomet-data
 
 visualcomet-finetune: install ## VisualCOMET: run_finetuning.py on DATA_DIR into runs/visualcomet/model (ARGS=extra flags)
-	$(PY) visualcomet/scripts/run_finetuning.py --data_dir $(VC_DATA_DIR) --model_name_or_path $(VC_MODEL) \
+	$(PY) visualcomet/scripts/run_finetuning.py $(THREADS_FLAG) --data_dir $(VC_DATA_DIR) --model_name_or_path $(VC_MODEL) \
 		--output_dir $(VC_RUN_DIR)/model --max_seq_len $(VC_SEQ_LEN) --overwrite_output_dir \
 		$(if $(DATA_DIR),,--per_gpu_train_batch_size 16 --max_steps 300 --learning_rate 1e-3 --save_steps 100 --no_cuda) $(ARGS)
 
 visualcomet-generate: install ## VisualCOMET: run_generation.py --split val with the finetuned model
-	$(PY) visualcomet/scripts/run_generation.py --data_dir $(VC_DATA_DIR) --model_name_or_path $(VC_RUN_DIR)/model \
+	$(PY) visualcomet/scripts/run_generation.py $(THREADS_FLAG) --data_dir $(VC_DATA_DIR) --model_name_or_path $(VC_RUN_DIR)/model \
 		--split val --max_seq_len $(VC_SEQ_LEN) --gen_batch_size 16 --overwrite_output $(ARGS)
 
 visualcomet-evaluate: install ## VisualCOMET: evaluate_generation.py (BLEU/METEOR/CIDEr + diversity) of the val generations
-	$(PY) visualcomet/scripts/evaluate_generation.py --gens_file $(VC_GENS) --refs_file $(VC_DATA_DIR)/val_annots.json \
+	$(PY) visualcomet/scripts/evaluate_generation.py $(THREADS_FLAG) --gens_file $(VC_GENS) --refs_file $(VC_DATA_DIR)/val_annots.json \
 		--diversity --train_file $(VC_DATA_DIR)/train_annots.json --overwrite $(ARGS)
 
 visualcomet-rank: install ## VisualCOMET: run_rank.py Acc@50 (random_10 on synthetic data) with the finetuned model
-	$(PY) visualcomet/scripts/run_rank.py --data_dir $(VC_DATA_DIR) --model_name_or_path $(VC_RUN_DIR)/model \
+	$(PY) visualcomet/scripts/run_rank.py $(THREADS_FLAG) --data_dir $(VC_DATA_DIR) --model_name_or_path $(VC_RUN_DIR)/model \
 		--split val --max_seq_len $(VC_SEQ_LEN) --overwrite_output $(if $(DATA_DIR),,--rank_mode random_10) $(ARGS)
 
 visualcomet-visualize: install ## VisualCOMET: draw boxes, event, place and generations into runs/visualcomet/generations.png
-	$(PY) visualcomet/scripts/visualize.py --gens_file $(VC_GENS) --data_dir $(VC_DATA_DIR) \
+	$(PY) visualcomet/scripts/visualize.py $(THREADS_FLAG) --gens_file $(VC_GENS) --data_dir $(VC_DATA_DIR) \
 		--out_png $(VC_RUN_DIR)/generations.png --overwrite $(ARGS)
 
 visualcomet-check-keys: install ## VisualCOMET: convert.py --check-keys on the released checkpoint's key list
