@@ -101,8 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     preds = load_predictions(args.predictions)
     for i in preds:
         if i not in refs:
-            raise InputError(args.references, "no reference captions for a predicted image", record=i,
-                             field="image_id")
+            raise InputError(args.predictions, f"predicts an image that {args.references} has no reference "
+                             "captions for (no reference captions)", record=i, field="image_id")
     if not args.subset:
         missing = [i for i in refs if i not in preds]
         if missing:

@@ -67,11 +67,13 @@ def test_missing_id_is_one_clear_line(coco, capsys, tmp_path):
     code, out, err = _cli(["--references", str(rp), "--predictions", str(bad)], capsys)
     assert code == 2
     assert err.count("\n") == 1 and "nowhere.png" in err and "no reference captions" in err
+    assert err.startswith(f"error: {bad}")  # the predictions are at fault, not the references
 
 
 @pytest.mark.parametrize("content,message", [("", "file is empty"), ("[]", "no caption records"),
                                              ("{\"images\": []}", "annotations"), ("[{\"caption\": \"x\"}]",
-                                                                                   "field 'image_id'")])
+                                                                                   "field 'image_id'"),
+                                             ("[{\"image_id\": 1,", "not valid JSON: Expecting")])
 def test_bad_files_are_one_clear_line(coco, capsys, tmp_path, content, message):
     rp, pp, _, _ = coco
     bad = tmp_path / "bad.json"
@@ -80,6 +82,7 @@ def test_bad_files_are_one_clear_line(coco, capsys, tmp_path, content, message):
                  ["--references", str(rp), "--predictions", str(bad)]):
         code, _, err = _cli(args, capsys)
         assert code == 2 and err.count("\n") == 1 and message in err and str(bad) in err
+        assert "at at" not in err and "starting at" not in err
 
 
 def test_missing_prediction_needs_subset(coco, capsys, tmp_path):
