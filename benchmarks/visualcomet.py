@@ -229,9 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     half_name = "fp16" if cuda else "bf16"
 
     train_rows = [
-        ("train fp32 eager, 2.4.1 AdamW loop", dict(attn="eager", opt_kind="loop", dtype=None, compile_model=False)),
+        ("train fp32 eager, 2.4.1 AdamW loop" + ("" if cuda else " (CPU default)"),
+         dict(attn="eager", opt_kind="loop", dtype=None, compile_model=False)),
         ("train SDPA", dict(attn="sdpa", opt_kind="loop", dtype=None, compile_model=False)),
-        ("train SDPA + foreach 2.4.1 AdamW (default)",
+        ("train SDPA + foreach 2.4.1 AdamW" + (" (CUDA default)" if cuda else ""),
          dict(attn="sdpa", opt_kind="foreach", dtype=None, compile_model=False)),
         ("train SDPA + torch fused AdamW", dict(attn="sdpa", opt_kind="torch_fused", dtype=None, compile_model=False)),
         (f"train SDPA + foreach + {half_name} autocast",

@@ -124,7 +124,9 @@ def build_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.o
     cuda = next(model.parameters()).device.type == "cuda"
     if args.adamw == "torch":  # fused kernels on CUDA
         return torch.optim.AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon, fused=cuda or None)
-    return OriginalAdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon, foreach=not args.adamw_loop)
+    # foreach on CUDA; on CPU the per-parameter loop measured faster at GPT-2 small (benchmarks/visualcomet.py)
+    foreach = getattr(args, "adamw_foreach", False) or (cuda and not args.adamw_loop)
+    return OriginalAdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon, foreach=foreach)
 
 
 def check_output_dir(args: argparse.Namespace) -> None:
@@ -167,7 +169,10 @@ def train(args: argparse.Namespace, _stop_after: int | None = None) -> dict[str,
     log.info("max_image, max_event, max_place, max_inference: %d %d %d %d", vdata.MAX_IMAGE, layout.max_event,
              layout.max_place, layout.max_inference)
     model = build_model(args, tokenizer, layout).to(device)
-    model.set_attn_implementation(args.attn_implementation)
+    attn = args.attn_implementation
+    if attn == "auto":  # sdpa measured slower than eager for CPU training (benchmarks/visualcomet.py)
+        attn = "sdpa" if device.type == "cuda" else "eager"
+    model.set_attn_implementation(attn)
     make_ds = lambda s: vdata.VCGDataset(splits[s][2], splits[s][0], splits[s][1], tokenizer, paths,  # noqa: E731
                                          include_image=not args.no_image, use_all_dets=args.use_all_dets,
                                          feature_dim=model.feature_dim)

@@ -95,16 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="random seed")
     p.add_argument("--fp16", action="store_true", help="float16 autocast + grad scaling on CUDA")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA or CPU); off = fp32 as the original")
-    p.add_argument("--attn_implementation", default="sdpa", choices=["sdpa", "eager"],
-                   help="GPT-2 attention: 'sdpa' (torch's fused scaled_dot_product_attention, default) or 'eager' "
-                        "(the matmul-softmax-matmul of the original; same results within float rounding)")
+    p.add_argument("--attn_implementation", default="auto", choices=["auto", "sdpa", "eager"],
+                   help="GPT-2 attention: 'sdpa' (torch's fused scaled_dot_product_attention) or 'eager' (the "
+                        "matmul-softmax-matmul of the original; same results within float rounding); 'auto' "
+                        "(default) = sdpa on CUDA, eager on CPU, where sdpa measured slower for training")
     p.add_argument("--compile", action="store_true", help="torch.compile the model for training (off by default; the "
                                                           "first steps are slow while it compiles)")
     p.add_argument("--compile_backend", default="inductor",
                    help="torch.compile backend with --compile (inductor; aot_eager/eager for debugging)")
     p.add_argument("--adamw_loop", action="store_true",
-                   help="with --adamw original: update parameter by parameter like 2.4.1 instead of the "
-                        "multi-tensor (foreach) version (bit-identical, slower)")
+                   help="with --adamw original: update parameter by parameter like 2.4.1 (the default on CPU, "
+                        "where it measured faster) instead of the multi-tensor foreach version (bit-identical)")
+    p.add_argument("--adamw_foreach", action="store_true",
+                   help="with --adamw original: multi-tensor (foreach) updates on CPU too (the default on CUDA)")
     p.add_argument("--fp16_opt_level", default="O1", help="apex level; only O1 (= torch autocast) is supported")
     p.add_argument("--local_rank", type=int, default=-1, help="ignored: launch with torchrun, which sets LOCAL_RANK")
     p.add_argument("--server_ip", default="", help="refused when set: ptvsd remote debugging was removed")
