@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,55 +43,12 @@ import torch  # noqa: E402
 
 from common.errors import run_cli  # noqa: E402
 from common.threads import add_num_threads_flag, apply_num_threads  # noqa: E402
+from benchmarks.speed_tools import PeakMemory  # noqa: E402
+from benchmarks.speed_tools import sync as _sync  # noqa: E402
 
 MAX_WORDS = 32
 BEAM = 3
 AS_IS = "code defaults"
-
-
-class PeakMemory:
-    """Peak memory of a block: CUDA max allocated, or sampled RSS above the start on CPU (Linux)."""
-
-    def __init__(self, device: str):
-        self.device, self.peak = device, float("nan")
-
-    @staticmethod
-    def _rss() -> float:
-        with open("/proc/self/statm") as handle:
-            return float(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def __enter__(self) -> "PeakMemory":
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-            return self
-        if not os.path.exists("/proc/self/statm"):
-            return self
-        self.base = self.high = self._rss()
-        self.stop = threading.Event()
-
-        def sample() -> None:
-            while not self.stop.wait(0.01):
-                self.high = max(self.high, self._rss())
-
-        self.thread = threading.Thread(target=sample, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-            self.peak = float(torch.cuda.max_memory_allocated() - self.base)
-        elif hasattr(self, "thread"):
-            self.stop.set()
-            self.thread.join()
-            self.peak = max(self.high, self._rss()) - self.base
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def _captions(batch: int, gen: torch.Generator, device: str) -> tuple[torch.Tensor, ...]:

@@ -19,9 +19,7 @@ inductor takes minutes there), and ORT eager vs SDPA. A path that cannot run pri
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,6 +33,8 @@ import torch  # noqa: E402
 
 from common.errors import run_cli  # noqa: E402
 from common.threads import add_num_threads_flag, apply_num_threads  # noqa: E402
+from benchmarks.speed_tools import PeakMemory  # noqa: E402
+from benchmarks.speed_tools import sync as _sync  # noqa: E402
 from spatial_captioning import losses, models  # noqa: E402
 from spatial_captioning.optim import clip_gradient  # noqa: E402
 
@@ -64,54 +64,6 @@ def _inputs(caption_model: str, images: int, rows: int, device: str, gen: torch.
     big = tuple(x.repeat_interleave(rep, 0).to(device) for x in (feats, masks, boxes))
     small = tuple(x.to(device) for x in (feats, masks, boxes))
     return big, small, labels.to(device), label_masks.to(device)
-
-
-class PeakMemory:
-    """Peak memory of a block: CUDA max allocated, or sampled RSS above the start on CPU (Linux)."""
-
-    def __init__(self, device: str):
-        self.device = device
-        self.peak = float("nan")
-
-    @staticmethod
-    def _rss() -> float:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return float(line.split()[1]) * 1024
-        return float("nan")
-
-    def __enter__(self) -> "PeakMemory":
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-            return self
-        self.stop = threading.Event()
-        self.base = self._rss() if os.path.exists("/proc/self/status") else float("nan")
-        self.high = self.base
-
-        def sample() -> None:
-            while not self.stop.wait(0.005):
-                self.high = max(self.high, self._rss())
-
-        self.thread = threading.Thread(target=sample, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-            self.peak = float(torch.cuda.max_memory_allocated() - self.base)
-            return
-        self.stop.set()
-        self.thread.join()
-        self.peak = max(self.high, self._rss()) - self.base
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def measure(path: dict, args: argparse.Namespace) -> dict:

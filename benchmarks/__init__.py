@@ -1,0 +1,1 @@
+"""Speed benchmarks, one script per paper (run as `python benchmarks/<paper>.py`); shared timing tools."""
